@@ -1,0 +1,134 @@
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+from vigil import cli, config, risk
+from vigil.storage import Storage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make(tmp_path, extra="", enabled="momentum, mean_reversion"):
+    path = tmp_path / "v.cfg"
+    path.write_text(f"[vigil]\ndb = {tmp_path}/v.db\nconsole = false\n"
+                    f"[strategies]\nenabled = {enabled}\n{extra}")
+    return cli.build(config.load(path))
+
+
+def run(orch, cycles):
+    async def go():
+        await orch.run(cycles=cycles, interval=0)
+    asyncio.run(go())
+    return orch
+
+
+def trades(db):
+    return [(p["id"], p["strategy"], round(p["realized_pnl"], 6)) for p in db.closed_positions()]
+
+
+def test_same_seed_same_trades(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = run(make(tmp_path / "a"), 1500)
+    b = run(make(tmp_path / "b"), 1500)
+    assert trades(a.db) and trades(a.db) == trades(b.db)
+    assert a.equity() == b.equity()
+
+
+def test_every_step_is_recorded(tmp_path):
+    orch = run(make(tmp_path), 1500)
+    counts = orch.db.counts()
+    assert counts["cycles"] == 1500
+    assert counts["proposals"] > 0 and counts["verdicts"] >= counts["proposals"]
+    assert counts["orders"] > 0 and counts["fills"] > 0
+    last = orch.db.cycle()
+    assert last["n"] == 1500 and set(last["states"]) == {"BTC/USDT", "ETH/USDT", "SOL/USDT"}
+    states = {s for n in range(1, 1501, 7) for s in orch.db.cycle(n)["states"].values()}
+    assert {"trending", "ranging", "volatile"} <= states
+
+
+def test_raising_strategy_does_not_stop_the_others(tmp_path, monkeypatch):
+    boom = types.ModuleType("vigil.boom")
+    boom.PARAMS = {}
+
+    def propose(ctx):
+        raise RuntimeError("kaboom")
+    boom.propose = propose
+    monkeypatch.setitem(sys.modules, "vigil.boom", boom)
+    orch = run(make(tmp_path, enabled="boom, momentum, mean_reversion"), 400)
+    rec = orch.db.cycle()
+    assert rec["strategies"]["boom"] == "error: RuntimeError: kaboom"
+    assert "momentum" in rec["strategies"] and "mean_reversion" in rec["strategies"]
+    assert orch.db.counts()["proposals"] > 0
+
+
+def test_kill_between_risk_and_execute_sends_nothing_and_persists(tmp_path, monkeypatch):
+    orch = make(tmp_path)
+    sent = []
+    place = orch.executor.broker.place
+
+    async def spy(order):
+        sent.append(order["id"])
+        return await place(order)
+    orch.executor.broker.place = spy
+    evaluate = risk.evaluate
+
+    def evaluate_then_kill(proposals, state, params):
+        out = evaluate(proposals, state, params)
+        if any(t for _, t in out):
+            orch.kill("test")  # the operator's /kill lands while risk has just approved
+        return out
+    monkeypatch.setattr(risk, "evaluate", evaluate_then_kill)
+    run(orch, 1500)
+    assert orch.is_halted() and sent == []
+    notes = [n for i in range(1, 1501) for n in orch.db.cycle(i)["notes"]]
+    assert "halted before execute" in notes
+    orch.db.close()
+    again = make(tmp_path)
+    assert again.is_halted()  # a restart stays halted until resume
+
+
+def test_overrun_skips_ahead_and_says_so(tmp_path):
+    orch = make(tmp_path)
+    tick = orch.source.tick
+    calls = []
+
+    async def slow_tick():
+        calls.append(1)
+        if len(calls) == 2:
+            await asyncio.sleep(0.35)  # one cycle takes 3.5 intervals
+        return await tick()
+    orch.source.tick = slow_tick
+    asyncio.run(orch.run(cycles=3, interval=0.1))
+    kinds = [r for r in orch.db.conn.execute("SELECT kind, text FROM alerts WHERE kind='overrun'")]
+    assert len(kinds) == 1 and "skipped 3 beat(s)" in kinds[0][1]
+
+
+def test_sigterm_finishes_the_cycle_and_exits_0(tmp_path):
+    cfg = tmp_path / "v.cfg"
+    cfg.write_text(f"[vigil]\ndb = {tmp_path}/v.db\n")
+    proc = subprocess.Popen([sys.executable, "run.py", "--config", str(cfg)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # the first cycle line: the loop now waits for the next beat
+    assert first.startswith("#1 ")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    db = Storage(str(tmp_path / "v.db"))
+    assert db.get("last_cycle") == db.counts()["cycles"] == 1
+
+
+def test_cli_run_and_report_json(tmp_path):
+    cfg = tmp_path / "v.cfg"
+    cfg.write_text(f"[vigil]\ndb = {tmp_path}/v.db\n")
+    out = subprocess.run([sys.executable, "run.py", "--config", str(cfg), "--cycles", "300", "--interval", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.strip().splitlines()) == 300
+    rep = subprocess.run([sys.executable, "run.py", "--config", str(cfg), "report", "--json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    data = json.loads(rep.stdout)
+    assert data["cycles"] == 300 and "strategies" in data and data["definitions"]

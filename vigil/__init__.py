@@ -1,0 +1,1 @@
+"""Vigil: crypto trading automation in one process and one event loop."""

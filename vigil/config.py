@@ -1,0 +1,142 @@
+"""Loads vigil.cfg into a typed dict, checking every key against one table of types, ranges and defaults."""
+import configparser
+import difflib
+import importlib
+import os
+
+# (type, default, low, high, help). type: int, float, bool, str, list, or a tuple of choices.
+# Strategy sections are not here: each strategy module declares its own PARAMS in this same form,
+# so adding or deleting a strategy touches only its file and the config.
+TABLE = {
+    "vigil": {
+        "mode": (("sim", "paper", "live"), "sim", None, None, "sim, paper or live"),
+        "db": (str, "vigil.db", None, None, "sqlite file"),
+        "interval": (float, 60.0, 0.0, 86400.0, "seconds between cycle starts"),
+        "starting_equity": (float, 10000.0, 1.0, 1e12, "quote currency equity of a fresh db"),
+        "console": (bool, True, None, None, "print one line per cycle"),
+        "log_file": (str, "", None, None, "rotating log file; empty: console only"),
+        "log_level": (("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", None, None, "log level"),
+        "retention_days": (int, 30, 1, 3650, "days of cycle rows kept"),
+    },
+    "market": {
+        "venues": (list, ["binance", "bybit"], None, None, "venues for data and orders"),
+        "symbols": (list, ["BTC/USDT", "ETH/USDT", "SOL/USDT"], None, None, "base/quote pairs"),
+        "trade_venue": (str, "binance", None, None, "venue for directional trades"),
+        "timeframe": (("1m", "5m", "15m", "1h"), "1m", None, None, "candle timeframe"),
+        "history": (int, 300, 50, 5000, "candles kept per symbol"),
+        "stale_after": (float, 180.0, 1.0, 86400.0, "seconds after which a feed is stale"),
+    },
+    "sim": {
+        "seed": (int, 7, 0, 2**31 - 1, "same seed, same market"),
+        "start_time": (int, 1735689600000, 0, 2**62, "ms timestamp of the first bar"),
+    },
+    "strategies": {
+        "enabled": (list, ["momentum", "mean_reversion"], None, None, "strategy modules to run"),
+    },
+    "risk": {
+        "risk_per_trade": (float, 0.005, 0.0001, 0.1, "equity fraction lost if the stop is hit"),
+        "max_position": (float, 0.25, 0.001, 10.0, "notional of one position / equity"),
+        "max_symbol": (float, 0.5, 0.001, 10.0, "notional on one symbol / equity"),
+        "max_gross": (float, 2.0, 0.001, 20.0, "sum of |notional| / equity"),
+        "max_net": (float, 1.0, 0.0, 20.0, "|long - short| notional / equity"),
+        "max_open_positions": (int, 6, 1, 1000, "open positions at once"),
+        "daily_loss": (float, 0.03, 0.001, 1.0, "UTC-day loss / equity that blocks new entries"),
+        "min_notional": (float, 10.0, 0.0, 1e9, "smallest order notional"),
+    },
+    "fills": {
+        "maker_fee": (float, 0.0002, -0.001, 0.01, "maker fee rate"),
+        "taker_fee": (float, 0.0005, 0.0, 0.01, "taker fee rate"),
+        "slippage_bps": (float, 1.0, 0.0, 1000.0, "base slippage in basis points"),
+        "impact": (float, 0.5, 0.0, 100.0, "extra slippage per unit of bar participation"),
+        "max_participation": (float, 0.1, 0.001, 1.0, "share of bar volume one order can take"),
+    },
+}
+
+SECRETS = {}  # environment variable names for secrets, filled by the modules that need them
+
+
+class ConfigError(Exception):
+    """One line naming section and key; run.py exits 2 with it."""
+
+
+def load(path, extra_sections=None):
+    """Reads path and returns {section: {key: value}} with every key typed and defaulted."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\0none")
+    parser.optionxform = str
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except configparser.Error as e:
+        raise ConfigError(f"{path}: {' '.join(str(e).split())}") from None
+    table = dict(TABLE)
+    table.update(extra_sections or {})
+    enabled = _parse(parser, {"strategies": table["strategies"]})["strategies"]["enabled"]
+    for name in enabled:
+        table[name] = _strategy_params(name, f"[strategies] enabled: '{name}'")
+    for section in parser.sections():
+        if section not in table:  # settings of a strategy that is present but switched off
+            table[section] = _strategy_params(section, f"[{section}]: unknown section{_closest(section, table)}")
+    return _parse(parser, table)
+
+
+def _strategy_params(name, error):
+    try:
+        module = importlib.import_module(f"vigil.{name}")
+    except ImportError:
+        module = None
+    if not callable(getattr(module, "propose", None)):
+        raise ConfigError(f"{error} is not a strategy module" if error.endswith("'") else error)
+    return getattr(module, "PARAMS", {})
+
+
+def _parse(parser, table):
+    cfg = {}
+    for section, keys in table.items():
+        given = parser[section] if parser.has_section(section) else {}
+        for key in given:
+            if key not in keys:
+                raise ConfigError(f"[{section}] {key}: unknown key{_closest(key, keys)}")
+        cfg[section] = {k: _value(section, k, spec, given.get(k)) for k, spec in keys.items()}
+    return cfg
+
+
+def _closest(word, choices):
+    near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+def _value(section, key, spec, raw):
+    kind, default, low, high, _ = spec
+    if raw is None:
+        return list(default) if isinstance(default, list) else default
+    raw = raw.strip()
+    where = f"[{section}] {key}"
+    if isinstance(kind, tuple):
+        if raw not in kind:
+            raise ConfigError(f"{where}: '{raw}' is not one of {', '.join(kind)}")
+        return raw
+    if kind is bool:
+        low_raw = raw.lower()
+        if low_raw in ("true", "yes", "on", "1"):
+            return True
+        if low_raw in ("false", "no", "off", "0"):
+            return False
+        raise ConfigError(f"{where}: '{raw}' is not true or false")
+    if kind is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if kind is str:
+        return raw
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{where}: '{raw}' is not {'an integer' if kind is int else 'a number'}") from None
+    if value != value or (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"{where}: {raw} is outside {low}..{high}")
+    return value
+
+
+def secret(name):
+    """Returns a secret from the environment; secrets never live in the config file."""
+    return os.environ.get(name, "")

@@ -1,0 +1,97 @@
+"""Turns approved trades and exits into orders, writing each order before it is sent and every fill after."""
+import logging
+
+from vigil import schemas, tracker
+
+log = logging.getLogger("vigil.executor")
+
+
+def client_order_id(cycle, strategy, symbol, leg, intent):
+    """Deterministic id: the same decision always maps to the same exchange order (max 36 chars)."""
+    base = symbol.split("/")[0][:6]
+    return f"vg{cycle}-{strategy[:6]}-{base}-{leg}{intent[0]}"[:36]
+
+
+class Halted(Exception):
+    """The kill switch was recorded before an order could be sent."""
+
+
+class Executor:
+    """Sends orders through a broker (simulated or ccxt) and keeps the database ahead of it."""
+
+    def __init__(self, db, broker, is_halted):
+        self.db = db
+        self.broker = broker
+        self.is_halted = is_halted
+
+    async def open(self, trade, cycle, now):
+        """Opens the approved trade; a spread gets both legs or neither. Returns the Position or None."""
+        proposal = trade["proposal"]
+        pid = proposal["id"]
+        fills_by_leg = []
+        try:
+            for i, leg in enumerate(trade["legs"]):
+                order = self._order(cycle, proposal, pid, i, leg["venue"], leg["symbol"], leg["side"],
+                                    leg["market"], leg["qty"], "open", False)
+                fills_by_leg.append(await self._send(order, now))
+        except Halted:
+            # Halted between legs: what did fill is still a position and must stay on the books.
+            if any(fills_by_leg):
+                kept = [i for i, fills in enumerate(fills_by_leg) if fills]
+                partial = dict(trade, legs=[trade["legs"][i] for i in kept])
+                self.db.save_position(tracker.open_position(partial, [fills_by_leg[i] for i in kept], now, pid))
+            raise
+        filled = [sum(f["qty"] for f in fills) for fills in fills_by_leg]
+        if not any(filled):
+            return None
+        position = tracker.open_position(trade, fills_by_leg, now, pid)
+        if proposal["kind"] == "spread" and min(filled) < max(filled):
+            # A spread must stay delta-neutral: if a leg failed or filled short, it is closed at once.
+            self.db.save_position(position)
+            reason = "leg failed" if not min(filled) else "legs unequal"
+            return await self.close(position, cycle, now, reason)
+        self.db.save_position(position)
+        return position
+
+    async def close(self, position, cycle, now, reason, strategy=None):
+        """Sends reduce-only orders for every leg; a partly filled exit leaves the rest open."""
+        fills_by_leg = []
+        for i, leg in enumerate(position["legs"]):
+            side = "sell" if leg["side"] == "buy" else "buy"
+            order = self._order(cycle, {"id": f"{position['id']}:exit", "strategy": strategy or position["strategy"]},
+                                position["id"], i, leg["venue"], leg["symbol"], side, leg["market"],
+                                leg["qty"], "close", True)
+            fills_by_leg.append(await self._send(order, now))
+        if not any(fills_by_leg):
+            return position
+        position = tracker.close_position(position, fills_by_leg, now, reason)
+        self.db.save_position(position)
+        return position
+
+    def _order(self, cycle, proposal, position_id, leg, venue, symbol, side, market, qty, intent, reduce_only):
+        return schemas.validate("Order", {
+            "id": client_order_id(cycle, proposal["strategy"], symbol, leg, intent),
+            "cycle": cycle, "proposal_id": proposal["id"], "position_id": position_id,
+            "strategy": proposal["strategy"], "leg": leg, "venue": venue, "symbol": symbol,
+            "side": side, "market": market, "type": "market", "qty": qty, "price": None,
+            "reduce_only": reduce_only, "status": "pending", "filled": 0.0, "avg_price": None,
+            "fee": 0.0, "fee_ccy": "USDT", "exchange_id": None, "error": None, "created_at": 0,
+        })
+
+    async def _send(self, order, now):
+        if self.is_halted():
+            raise Halted(f"halted before order {order['id']}")
+        existing = self.db.order(order["id"])
+        if existing is not None:
+            # Already decided once (a restart replayed this cycle): never send it a second time.
+            return self.db.fills(order["id"])
+        order["created_at"] = now
+        self.db.save_order(order)  # write-ahead: the row exists before the request leaves
+        order, fills = await self.broker.place(order)
+        with self.db.tx():
+            self.db.save_order(order)
+            for fill in fills:
+                self.db.add_fill(schemas.validate("Fill", fill))
+        if order["status"] in ("rejected", "unknown"):
+            log.warning("order %s %s: %s", order["id"], order["status"], order["error"])
+        return fills

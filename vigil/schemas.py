@@ -1,0 +1,160 @@
+"""Defines every dict that flows between modules and validates one against its schema."""
+
+NUM = (int, float)
+OPT_NUM = (int, float, type(None))
+OPT_STR = (str, type(None))
+
+# field -> (allowed types, check or None); a check returns an error text or None.
+_SIDE = lambda v: None if v in ("buy", "sell") else "must be buy or sell"
+_POS = lambda v: None if v > 0 else "must be > 0"
+_NONNEG = lambda v: None if v >= 0 else "must be >= 0"
+_UNIT = lambda v: None if 0 <= v <= 1 else "must be within 0..1"
+
+
+def _one_of(*choices):
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def _legs(schema):
+    def check(legs):
+        if not legs:
+            return "needs at least one leg"
+        for i, leg in enumerate(legs):
+            err = problem(schema, leg)
+            if err:
+                return f"leg {i}: {err}"
+        return None
+    return check
+
+
+SCHEMAS = {
+    # One leg of a proposal: where and which way; sizes come from risk.
+    "Leg": {
+        "venue": (str, None), "symbol": (str, None), "side": (str, _SIDE),
+        "market": (str, _one_of("swap", "spot")),
+    },
+    # One feed inside the Snapshot: its data, when it was observed, and whether to trust it.
+    "Feed": {
+        "data": (object, None), "ts": ((int, type(None)), None), "age_s": (OPT_NUM, None),
+        "ok": (bool, None), "error": (OPT_STR, None),
+    },
+    # One symbol inside the MarketState.
+    "SymbolState": {
+        "state": (str, _one_of("trending", "ranging", "volatile", "unknown")),
+        "figures": (dict, None), "reason": (str, None),
+    },
+    # What a strategy asks for: open a new position, or close one it owns.
+    "TradeProposal": {
+        "id": (str, None), "strategy": (str, None), "symbol": (str, None),
+        "side": (str, _SIDE), "kind": (str, _one_of("directional", "spread")),
+        "intent": (str, _one_of("open", "close")), "position_id": (OPT_STR, None),
+        "legs": (list, _legs("Leg")), "confidence": (NUM, _UNIT), "entry": (NUM, _POS),
+        "stop": (OPT_NUM, None), "target": (OPT_NUM, None), "max_hold_s": (NUM, _NONNEG),
+        "reason": (str, lambda v: None if v.strip() else "must not be empty"),
+        "created_at": (int, None),
+    },
+    # A strategy that has nothing to propose says why.
+    "Idle": {"strategy": (str, None), "reason": (str, None)},
+    # The sentiment veto: blocks every proposal of the cycle (exits only if blocks_exits).
+    "Veto": {
+        "strategy": (str, None), "reason": (str, None), "until": (int, None),
+        "blocks_exits": (bool, None),
+    },
+    # One risk check with the figures that decided it.
+    "Check": {
+        "name": (str, None), "ok": (bool, None), "value": (OPT_NUM, None),
+        "limit": (OPT_NUM, None), "detail": (str, None),
+    },
+    # A sized leg ready for the executor.
+    "SizedLeg": {
+        "venue": (str, None), "symbol": (str, None), "side": (str, _SIDE),
+        "market": (str, _one_of("swap", "spot")), "qty": (NUM, _POS), "price": (NUM, _POS),
+        "notional": (NUM, _POS),
+    },
+    # Risk's answer to one proposal; approved ones carry sized legs.
+    "Verdict": {
+        "proposal_id": (str, None), "approved": (bool, None), "checks": (list, None),
+        "reason": (str, None),
+    },
+    "ApprovedTrade": {
+        "proposal": (dict, lambda v: problem("TradeProposal", v)),
+        "legs": (list, _legs("SizedLeg")), "checks": (list, None),
+    },
+    # An order row is written before the request is sent; id is the client order id.
+    "Order": {
+        "id": (str, None), "cycle": (int, None), "proposal_id": (str, None),
+        "position_id": (str, None), "strategy": (str, None), "leg": (int, None),
+        "venue": (str, None), "symbol": (str, None), "side": (str, _SIDE),
+        "market": (str, _one_of("swap", "spot")),
+        "type": (str, _one_of("market", "limit")), "qty": (NUM, _POS), "price": (OPT_NUM, None),
+        "reduce_only": (bool, None),
+        "status": (str, _one_of("pending", "open", "partial", "filled", "cancelled",
+                                "rejected", "unknown")),
+        "filled": (NUM, _NONNEG), "avg_price": (OPT_NUM, None), "fee": (NUM, None),
+        "fee_ccy": (str, None), "exchange_id": (OPT_STR, None), "error": (OPT_STR, None),
+        "created_at": (int, None),
+    },
+    "Fill": {
+        "order_id": (str, None), "venue": (str, None), "symbol": (str, None),
+        "side": (str, _SIDE), "qty": (NUM, _POS), "price": (NUM, _POS), "fee": (NUM, None),
+        "fee_ccy": (str, None), "liquidity": (str, _one_of("maker", "taker")), "ts": (int, None),
+    },
+    # One leg of an open position; qty is signed by side (buy > 0).
+    "PositionLeg": {
+        "venue": (str, None), "symbol": (str, None), "side": (str, _SIDE),
+        "market": (str, _one_of("swap", "spot")), "qty": (NUM, _POS), "entry": (NUM, _POS),
+        "mark": (NUM, _POS), "funding": (NUM, None),
+    },
+    "Position": {
+        "id": (str, None), "strategy": (str, None), "symbol": (str, None),
+        "kind": (str, _one_of("directional", "spread")), "side": (str, _SIDE),
+        "legs": (list, _legs("PositionLeg")), "opened_at": (int, None),
+        "stop": (OPT_NUM, None), "target": (OPT_NUM, None), "exit_by": (int, None),
+        "status": (str, _one_of("open", "closing", "closed")), "fees": (NUM, None),
+        "funding": (NUM, None), "realized_pnl": (NUM, None), "unrealized_pnl": (NUM, None),
+        "closed_at": (OPT_NUM, None), "close_reason": (OPT_STR, None), "proposal_id": (str, None),
+    },
+    # What the cycle did, one row per cycle.
+    "CycleRecord": {
+        "n": (int, None), "started_at": (int, None), "duration_ms": (NUM, _NONNEG),
+        "states": (dict, None), "feeds": (dict, None), "strategies": (dict, None),
+        "veto": ((dict, type(None)), None), "verdicts": (list, None), "orders": (int, None),
+        "equity": (NUM, None), "halted": (bool, None), "notes": (list, None),
+    },
+}
+
+
+class SchemaError(ValueError):
+    """A dict that does not match its schema; the message names the key."""
+
+
+def problem(name, d):
+    """Returns the first mismatch of dict d against schema name, or None."""
+    if not isinstance(d, dict):
+        return f"expected a dict, got {type(d).__name__}"
+    for key, (types, check) in SCHEMAS[name].items():
+        if key not in d:
+            return f"{key}: missing"
+        v = d[key]
+        if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            return f"{key}: expected {_names(types)}, got bool"
+        if not isinstance(v, types):
+            return f"{key}: expected {_names(types)}, got {type(v).__name__}"
+        if check is not None and v is not None:
+            err = check(v)
+            if err:
+                return f"{key}: {err}"
+    return None
+
+
+def validate(name, d):
+    """Returns d if it matches schema name, else raises SchemaError naming the key."""
+    err = problem(name, d)
+    if err:
+        raise SchemaError(f"{name}.{err}")
+    return d
+
+
+def _names(types):
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join("None" if t is type(None) else t.__name__ for t in types)

@@ -1,0 +1,181 @@
+"""Keeps every cycle, proposal, verdict, order, fill, position, equity point and alert in one sqlite file."""
+import contextlib
+import json
+import sqlite3
+
+# Each entry upgrades the schema by one version (PRAGMA user_version); never edit a shipped entry.
+MIGRATIONS = [
+    """
+    CREATE TABLE cycles (n INTEGER PRIMARY KEY, started_at INTEGER, equity REAL, body TEXT);
+    CREATE TABLE proposals (id TEXT PRIMARY KEY, cycle INTEGER, strategy TEXT, symbol TEXT, body TEXT);
+    CREATE TABLE verdicts (proposal_id TEXT PRIMARY KEY, cycle INTEGER, approved INTEGER, body TEXT);
+    CREATE TABLE orders (id TEXT PRIMARY KEY, cycle INTEGER, position_id TEXT, status TEXT, body TEXT);
+    CREATE INDEX orders_status ON orders (status);
+    CREATE TABLE fills (rowid INTEGER PRIMARY KEY, order_id TEXT, ts INTEGER, body TEXT);
+    CREATE INDEX fills_order ON fills (order_id);
+    CREATE TABLE positions (id TEXT PRIMARY KEY, strategy TEXT, status TEXT, closed_at INTEGER, body TEXT);
+    CREATE INDEX positions_status ON positions (status);
+    CREATE TABLE equity (ts INTEGER PRIMARY KEY, cycle INTEGER, equity REAL);
+    CREATE TABLE alerts (id INTEGER PRIMARY KEY, ts INTEGER, kind TEXT, text TEXT, sent INTEGER DEFAULT 0);
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT);
+    """,
+]
+
+
+class Storage:
+    """One connection; writes inside tx() are committed together before the caller goes on."""
+
+    def __init__(self, path, durable=False):
+        self.path = path
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL survives a process crash in WAL mode; FULL also survives a power cut (live money).
+        self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        self._depth = 0
+        self._migrate()
+
+    def _migrate(self):
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"{self.path}: schema version {version} is newer than this code knows")
+        for i in range(version, len(MIGRATIONS)):
+            with self.tx():
+                self._script(MIGRATIONS[i])
+                self.conn.execute(f"PRAGMA user_version={i + 1}")
+
+    def _script(self, script):
+        # executescript() would commit the open transaction; run statement by statement instead.
+        for statement in script.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
+
+    @contextlib.contextmanager
+    def tx(self):
+        """Groups writes into one transaction; nested calls join the outer one."""
+        if self._depth == 0:
+            self.conn.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self.conn.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self.conn.execute("COMMIT")
+
+    def _write(self, sql, args):
+        with self.tx():
+            self.conn.execute(sql, args)
+
+    def _bodies(self, sql, args=()):
+        return [json.loads(row[0]) for row in self.conn.execute(sql, args)]
+
+    # key/value: halt flag, paused strategies, last cycle, day start equity
+    def get(self, key, default=None):
+        row = self.conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def put(self, key, value):
+        self._write("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def add_cycle(self, record):
+        self._write("INSERT OR REPLACE INTO cycles VALUES (?, ?, ?, ?)",
+                    (record["n"], record["started_at"], record["equity"], _dump(record)))
+
+    def add_proposal(self, cycle, proposal):
+        self._write("INSERT OR REPLACE INTO proposals VALUES (?, ?, ?, ?, ?)",
+                    (proposal["id"], cycle, proposal["strategy"], proposal["symbol"], _dump(proposal)))
+
+    def add_verdict(self, cycle, verdict):
+        self._write("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)",
+                    (verdict["proposal_id"], cycle, int(verdict["approved"]), _dump(verdict)))
+
+    def save_order(self, order):
+        self._write("INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?, ?)",
+                    (order["id"], order["cycle"], order["position_id"], order["status"], _dump(order)))
+
+    def add_fill(self, fill):
+        self._write("INSERT INTO fills (order_id, ts, body) VALUES (?, ?, ?)",
+                    (fill["order_id"], fill["ts"], _dump(fill)))
+
+    def save_position(self, position):
+        self._write("INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?)",
+                    (position["id"], position["strategy"], position["status"],
+                     position["closed_at"], _dump(position)))
+
+    def add_equity(self, ts, cycle, equity):
+        self._write("INSERT OR REPLACE INTO equity VALUES (?, ?, ?)", (ts, cycle, equity))
+
+    def add_alert(self, ts, kind, text):
+        self._write("INSERT INTO alerts (ts, kind, text) VALUES (?, ?, ?)", (ts, kind, text))
+
+    def order(self, order_id):
+        rows = self._bodies("SELECT body FROM orders WHERE id=?", (order_id,))
+        return rows[0] if rows else None
+
+    def orders(self, statuses=None, position_id=None):
+        sql, args = "SELECT body FROM orders WHERE 1=1", []
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += list(statuses)
+        if position_id:
+            sql += " AND position_id=?"
+            args.append(position_id)
+        return self._bodies(sql + " ORDER BY cycle, id", args)
+
+    def fills(self, order_id=None):
+        if order_id:
+            return self._bodies("SELECT body FROM fills WHERE order_id=? ORDER BY rowid", (order_id,))
+        return self._bodies("SELECT body FROM fills ORDER BY rowid")
+
+    def position(self, position_id):
+        rows = self._bodies("SELECT body FROM positions WHERE id=?", (position_id,))
+        return rows[0] if rows else None
+
+    def positions(self, status=None):
+        if status:
+            return self._bodies("SELECT body FROM positions WHERE status=? ORDER BY rowid", (status,))
+        return self._bodies("SELECT body FROM positions ORDER BY rowid")
+
+    def closed_positions(self, limit=None):
+        sql = "SELECT body FROM positions WHERE status='closed' ORDER BY closed_at DESC, rowid DESC"
+        rows = self._bodies(sql + (f" LIMIT {int(limit)}" if limit else ""))
+        return rows[::-1]
+
+    def cycle(self, n=None):
+        if n is None:
+            rows = self._bodies("SELECT body FROM cycles ORDER BY n DESC LIMIT 1")
+        else:
+            rows = self._bodies("SELECT body FROM cycles WHERE n=?", (n,))
+        return rows[0] if rows else None
+
+    def cycle_proposals(self, n):
+        return self._bodies("SELECT body FROM proposals WHERE cycle=? ORDER BY rowid", (n,))
+
+    def cycle_verdicts(self, n):
+        return self._bodies("SELECT body FROM verdicts WHERE cycle=? ORDER BY rowid", (n,))
+
+    def equity_points(self):
+        return self.conn.execute("SELECT ts, equity FROM equity ORDER BY ts").fetchall()
+
+    def counts(self):
+        tables = ("cycles", "proposals", "verdicts", "orders", "fills", "positions", "alerts")
+        return {t: self.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+    def unsent_alerts(self, limit=50):
+        return self.conn.execute("SELECT id, ts, kind, text FROM alerts WHERE sent=0 ORDER BY id LIMIT ?",
+                                 (limit,)).fetchall()
+
+    def mark_alert_sent(self, alert_id):
+        self._write("UPDATE alerts SET sent=1 WHERE id=?", (alert_id,))
+
+    def close(self):
+        self.conn.close()
+
+
+def _dump(d):
+    return json.dumps(d, separators=(",", ":"), default=float)
