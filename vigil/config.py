@@ -29,6 +29,15 @@ TABLE = {
     "sim": {
         "seed": (int, 7, 0, 2**31 - 1, "same seed, same market"),
         "start_time": (int, 1735689600000, 0, 2**62, "ms timestamp of the first bar"),
+        "fng_every": (int, 60, 1, 10000, "bars between Fear & Greed updates (daily in reality)"),
+    },
+    "market_state": {
+        "adx_period": (int, 14, 2, 100, "ADX and ATR period in bars"),
+        "adx_trending": (float, 30.0, 5.0, 80.0, "ADX at or above this is trending"),
+        "vol_short": (int, 10, 3, 200, "bars of the short realized volatility"),
+        "vol_long": (int, 60, 10, 1000, "bars of the long realized volatility"),
+        "vol_ratio_volatile": (float, 1.6, 1.0, 10.0, "short/long volatility at or above this is volatile"),
+        "atr_pct_volatile": (float, 0.5, 0.01, 50.0, "ATR as % of price at or above this is volatile"),
     },
     "strategies": {
         "enabled": (list, ["momentum", "mean_reversion"], None, None, "strategy modules to run"),

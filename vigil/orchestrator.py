@@ -24,7 +24,7 @@ class Orchestrator:
         self.console = console if cfg["vigil"]["console"] else (lambda line: None)
         self.strategies = {name: importlib.import_module(f"vigil.{name}")
                            for name in cfg["strategies"]["enabled"]}
-        self.positions = {p["id"]: p for p in db.positions("open")}
+        self.positions = self._open_positions()
         self.closed_pnl = db.conn.execute("SELECT COALESCE(SUM(json_extract(body, '$.realized_pnl')), 0) "
                                           "FROM positions WHERE status='closed'").fetchone()[0]
         self.cycle_n = (db.get("last_cycle") or 0)
@@ -33,6 +33,9 @@ class Orchestrator:
         self.last = None  # the last CycleRecord, for status and /why
         self.in_flight = "idle"
         self.listeners = []  # callables(kind, text) for alerts, e.g. the Telegram bot
+
+    def _open_positions(self):
+        return {p["id"]: p for p in self.db.positions() if p["status"] != "closed"}
 
     # --- control -----------------------------------------------------------------------------
     def is_halted(self):
@@ -110,7 +113,7 @@ class Orchestrator:
             await self._steps(n, now, rec)
         except Halted as e:
             rec["notes"].append(str(e))
-            self.positions = {p["id"]: p for p in self.db.positions("open")}  # the executor may have booked more
+            self.positions = self._open_positions()  # the executor may have booked more
         rec["halted"] = self.is_halted()
         rec["equity"] = self.equity()
         rec["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,78 @@
+"""Fades a ranging symbol's overextension from its moving average, and exits when the range ends."""
+from vigil import indicators
+
+PARAMS = {
+    "ma_bars": (int, 40, 5, 1000, "moving average and deviation window in bars"),
+    "entry_z": (float, 2.2, 0.5, 10.0, "distance from the average in standard deviations to fade"),
+    "rsi_period": (int, 14, 2, 200, "RSI period for confirmation"),
+    "rsi_extreme": (float, 25.0, 1.0, 49.0, "RSI below this (or above 100 minus this) confirms"),
+    "atr_period": (int, 14, 2, 200, "ATR period for the stop"),
+    "stop_atr": (float, 2.0, 0.1, 20.0, "stop distance from entry in ATRs"),
+    "max_hold_s": (float, 7200.0, 0.0, 2592000.0, "time exit in seconds (0 = none)"),
+}
+
+
+def propose(ctx):
+    name, params = ctx["name"], ctx["params"]
+    candles = ctx["snapshot"]["feeds"]["candles"]
+    for p in ctx["positions"]:
+        state = ctx["market_state"][p["symbol"]]["state"]
+        if state not in ("ranging", "unknown") and p["status"] == "open":
+            return _close(ctx, p, f"{p['symbol']} is {state} now, so the range it was faded in is gone")
+    if not candles["ok"]:
+        return {"strategy": name, "reason": f"candles feed unavailable: {candles['error']}"}
+    held = {p["symbol"] for p in ctx["positions"]}
+    best, why = None, "no ranging symbol"
+    for symbol in ctx["symbols"]:
+        if ctx["market_state"][symbol]["state"] != "ranging" or symbol in held:
+            continue
+        c = candles["data"].get(ctx["trade_venue"], {}).get(symbol)
+        if c is None or len(c) < max(params["ma_bars"], params["rsi_period"], params["atr_period"]) + 2:
+            why = f"not enough {symbol} candles"
+            continue
+        signal = _overextended(symbol, c, params)
+        if signal and (best is None or signal[0] > best[0]):
+            best = signal
+        elif not signal:
+            why = "no overextension beyond the entry band"
+    if best is None:
+        return {"strategy": name, "reason": why}
+    z, symbol, side, entry, stop, target, reason = best
+    return {"id": f"{ctx['cycle']}:{name}:{symbol}:open", "strategy": name, "symbol": symbol, "side": side,
+            "kind": "directional", "intent": "open", "position_id": None,
+            "legs": [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}],
+            "confidence": min(1.0, z / 4), "entry": entry, "stop": stop, "target": target,
+            "max_hold_s": params["max_hold_s"], "reason": reason, "created_at": ctx["now"]}
+
+
+def _overextended(symbol, c, params):
+    close = c[:, 4]
+    window = close[-params["ma_bars"]:]
+    ma, sd = float(window.mean()), float(window.std())
+    if sd <= 0:
+        return None
+    z = (float(close[-1]) - ma) / sd
+    rsi = float(indicators.rsi(close[-(params["rsi_period"] * 4):], params["rsi_period"])[-1])
+    low_rsi, high_rsi = params["rsi_extreme"], 100 - params["rsi_extreme"]
+    if z <= -params["entry_z"] and rsi <= low_rsi:
+        side = "buy"
+    elif z >= params["entry_z"] and rsi >= high_rsi:
+        side = "sell"
+    else:
+        return None
+    atr = float(indicators.atr(c[:, 2], c[:, 3], close, params["atr_period"])[-1])
+    entry = float(close[-1])
+    stop = entry - params["stop_atr"] * atr if side == "buy" else entry + params["stop_atr"] * atr
+    reason = (f"{symbol} at {entry:,.2f} is {abs(z):.1f} standard deviations {'below' if z < 0 else 'above'} "
+              f"its {params['ma_bars']}-bar average {ma:,.2f} with RSI {rsi:.0f} in a ranging market")
+    return abs(z), symbol, side, entry, stop, ma, reason
+
+
+def _close(ctx, position, reason):
+    legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": "sell" if leg["side"] == "buy" else "buy",
+             "market": leg["market"]} for leg in position["legs"]]
+    return {"id": f"{ctx['cycle']}:{ctx['name']}:{position['symbol']}:close", "strategy": ctx["name"],
+            "symbol": position["symbol"], "side": legs[0]["side"], "kind": position["kind"], "intent": "close",
+            "position_id": position["id"], "legs": legs, "confidence": 1.0,
+            "entry": position["legs"][0]["mark"], "stop": None, "target": None, "max_hold_s": 0,
+            "reason": reason, "created_at": ctx["now"]}

@@ -1,0 +1,68 @@
+"""Proposes a breakout trade when a trending symbol closes out of a tight range on heavy volume."""
+from vigil import indicators
+
+PARAMS = {
+    "range_bars": (int, 30, 5, 500, "bars of the consolidation range before the breakout bar"),
+    "max_range_pct": (float, 1.5, 0.05, 50.0, "range height as % of price at most (a consolidation)"),
+    "volume_factor": (float, 1.5, 1.0, 20.0, "breakout bar volume / average range volume at least"),
+    "atr_period": (int, 14, 2, 200, "ATR period for the stop"),
+    "stop_atr": (float, 1.5, 0.1, 20.0, "stop distance beyond the range in ATRs"),
+    "reward_risk": (float, 2.0, 0.2, 20.0, "target distance / stop distance"),
+    "max_hold_s": (float, 14400.0, 0.0, 2592000.0, "time exit in seconds (0 = none)"),
+}
+
+
+def propose(ctx):
+    name, params = ctx["name"], ctx["params"]
+    candles = ctx["snapshot"]["feeds"]["candles"]
+    if not candles["ok"]:
+        return {"strategy": name, "reason": f"candles feed unavailable: {candles['error']}"}
+    held = {p["symbol"] for p in ctx["positions"]}
+    best, why = None, "no trending symbol"
+    for symbol in ctx["symbols"]:
+        if ctx["market_state"][symbol]["state"] != "trending" or symbol in held:
+            continue
+        c = candles["data"].get(ctx["trade_venue"], {}).get(symbol)
+        n = params["range_bars"]
+        if c is None or len(c) < n + params["atr_period"] + 2:
+            why = f"not enough {symbol} candles"
+            continue
+        signal = _breakout(symbol, c, params)
+        if signal and (best is None or signal[0] > best[0]):
+            best = signal
+        elif not signal:
+            why = "no breakout with volume confirmation"
+    if best is None:
+        return {"strategy": name, "reason": why}
+    _, symbol, side, entry, stop, target, reason = best
+    return {"id": f"{ctx['cycle']}:{name}:{symbol}:open", "strategy": name, "symbol": symbol, "side": side,
+            "kind": "directional", "intent": "open", "position_id": None,
+            "legs": [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}],
+            "confidence": min(1.0, best[0] / 5), "entry": entry, "stop": stop, "target": target,
+            "max_hold_s": params["max_hold_s"], "reason": reason, "created_at": ctx["now"]}
+
+
+def _breakout(symbol, c, params):
+    n = params["range_bars"]
+    box = c[-n - 1:-1]
+    high, low = float(box[:, 2].max()), float(box[:, 3].min())
+    close, volume = float(c[-1, 4]), float(c[-1, 5])
+    height = (high - low) / close * 100
+    vol_ratio = volume / float(box[:, 5].mean())
+    if height > params["max_range_pct"] or vol_ratio < params["volume_factor"]:
+        return None
+    if close > high:
+        side, edge = "buy", high
+    elif close < low:
+        side, edge = "sell", low
+    else:
+        return None
+    atr = float(indicators.atr(c[:, 2], c[:, 3], c[:, 4], params["atr_period"])[-1])
+    sign = 1 if side == "buy" else -1
+    stop = (low if side == "buy" else high) - sign * params["stop_atr"] * atr
+    target = close + sign * params["reward_risk"] * abs(close - stop)
+    strength = vol_ratio * abs(close - edge) / max(atr, 1e-12)
+    reason = (f"{symbol} closed at {close:,.2f} {'above' if side == 'buy' else 'below'} its {n}-bar range "
+              f"{'high' if side == 'buy' else 'low'} {edge:,.2f} ({height:.2f}% tall) on {vol_ratio:.1f}x "
+              f"average volume while trending")
+    return strength, symbol, side, close, float(stop), float(target), reason

@@ -1,0 +1,81 @@
+"""Computes per-strategy performance figures from closed positions."""
+import math
+
+DAY_MS = 86_400_000
+DEFINITIONS = {
+    "net_pnl": "realized PnL after fees and funding",
+    "gross_pnl": "price PnL before fees and funding",
+    "win_rate": "share of trades with net PnL > 0",
+    "profit_factor": "sum of winning net PnL / |sum of losing net PnL| (none without losses)",
+    "expectancy": "net PnL per trade",
+    "max_drawdown": "largest peak-to-trough fall of cumulative net PnL, in quote currency and as a "
+                    "fraction of the strategy's capital",
+    "sharpe": "mean / sample std of daily returns x sqrt(365); a daily return is the net PnL of trades "
+              "closed that UTC day / the strategy's capital; days without trades count as 0",
+    "sortino": "mean daily return / sqrt(mean(min(return, 0)^2)) x sqrt(365)",
+    "capital": "starting equity / number of enabled strategies",
+}
+
+
+def summary(closed_positions, capital):
+    """{strategy: figures} for every strategy with at least one closed position."""
+    by = {}
+    for p in sorted(closed_positions, key=lambda p: (p["closed_at"], p["id"])):
+        by.setdefault(p["strategy"], []).append(p)
+    return {name: figures(trades, capital) for name, trades in by.items()}
+
+
+def figures(trades, capital):
+    pnl = [t["realized_pnl"] for t in trades]
+    wins = [x for x in pnl if x > 0]
+    losses = [x for x in pnl if x < 0]
+    fees = sum(t["fees"] for t in trades)
+    funding = sum(t["funding"] for t in trades)
+    dd = drawdown(pnl)
+    daily = daily_returns(trades, capital)
+    return {
+        "trades": len(pnl), "wins": len(wins), "losses": len(losses),
+        "win_rate": len(wins) / len(pnl),
+        "avg_win": sum(wins) / len(wins) if wins else None,
+        "avg_loss": sum(losses) / len(losses) if losses else None,
+        "profit_factor": sum(wins) / -sum(losses) if losses else None,
+        "expectancy": sum(pnl) / len(pnl),
+        "gross_pnl": sum(pnl) + fees - funding, "fees": fees, "funding": funding, "net_pnl": sum(pnl),
+        "max_drawdown": dd, "max_drawdown_pct": dd / capital,
+        "sharpe": sharpe(daily), "sortino": sortino(daily), "days": len(daily),
+    }
+
+
+def drawdown(pnl):
+    """Largest fall of the cumulative sum from its running peak (the curve starts at 0)."""
+    peak = total = worst = 0.0
+    for x in pnl:
+        total += x
+        peak = max(peak, total)
+        worst = max(worst, peak - total)
+    return worst
+
+
+def daily_returns(trades, capital):
+    days = {}
+    for t in trades:
+        day = int(t["closed_at"]) // DAY_MS
+        days[day] = days.get(day, 0.0) + t["realized_pnl"] / capital
+    if not days:
+        return []
+    return [days.get(d, 0.0) for d in range(min(days), max(days) + 1)]
+
+
+def sharpe(r):
+    if len(r) < 2:
+        return None
+    mean = sum(r) / len(r)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in r) / (len(r) - 1))
+    return mean / sd * math.sqrt(365) if sd > 0 else None
+
+
+def sortino(r):
+    if len(r) < 2:
+        return None
+    down = math.sqrt(sum(min(x, 0.0) ** 2 for x in r) / len(r))
+    return (sum(r) / len(r)) / down * math.sqrt(365) if down > 0 else None
