@@ -79,10 +79,9 @@ def rsi(close, n=14):
 
 def realized_vol(close, n):
     """Standard deviation of one-bar log returns over the last n bars (per bar, not annualized)."""
-    r = np.diff(np.log(close), prepend=np.nan)
-    m = sma(r, n)
-    sq = sma(r ** 2, n)
-    return np.sqrt(np.maximum(sq - m ** 2, 0.0) * n / max(n - 1, 1))
+    r = np.diff(np.log(close))
+    m, sq = sma(r, n), sma(r ** 2, n)
+    return np.concatenate(([np.nan], np.sqrt(np.maximum(sq - m ** 2, 0.0) * n / max(n - 1, 1))))
 
 
 def rolling_range(high, low, n):

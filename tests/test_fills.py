@@ -1,0 +1,40 @@
+import pytest
+
+from helpers import FILLS
+from vigil import fills
+
+BAR = {"ts": 0, "open": 100.0, "high": 102.0, "low": 98.0, "close": 101.0, "volume": 1000.0}
+
+
+def order(qty, side="buy", type_="market", price=None):
+    return {"id": "o1", "venue": "binance", "symbol": "BTC/USDT", "side": side, "qty": qty, "type": type_,
+            "price": price}
+
+
+def test_market_buy_pays_fee_and_size_dependent_slippage():
+    f = fills.simulate(order(10), BAR, FILLS)
+    slip = 1 / 1e4 + 0.5 * 10 / 1000
+    assert f["qty"] == 10 and f["price"] == pytest.approx(101 * (1 + slip))
+    assert f["fee"] == pytest.approx(10 * f["price"] * 0.0005) and f["liquidity"] == "taker"
+    small = fills.simulate(order(1), BAR, FILLS)
+    assert small["price"] < f["price"]  # bigger orders slip more
+
+
+def test_market_sell_receives_less():
+    assert fills.simulate(order(10, "sell"), BAR, FILLS)["price"] < 101
+
+
+def test_partial_fill_when_the_bar_cannot_absorb_it():
+    f = fills.simulate(order(500), BAR, FILLS)
+    assert f["qty"] == pytest.approx(100)  # 10% of the bar's volume
+
+
+def test_limit_fills_only_when_crossed_at_the_limit_with_maker_fee():
+    assert fills.simulate(order(1, "buy", "limit", 97.0), BAR, FILLS) is None
+    f = fills.simulate(order(1, "buy", "limit", 99.0), BAR, FILLS)
+    assert f["price"] == 99.0 and f["liquidity"] == "maker" and f["fee"] == pytest.approx(99 * 0.0002)
+    assert fills.simulate(order(1, "sell", "limit", 103.0), BAR, FILLS) is None
+
+
+def test_no_volume_no_fill():
+    assert fills.simulate(order(1), dict(BAR, volume=0.0), FILLS) is None

@@ -1,0 +1,47 @@
+import math
+
+import pytest
+
+from vigil import performance
+
+DAY = 86_400_000
+
+
+def trade(day, pnl, fees=1.0, funding=0.0, strategy="s", i=0):
+    return {"id": f"{day}-{i}", "strategy": strategy, "closed_at": day * DAY + 1000 * i, "realized_pnl": pnl,
+            "fees": fees, "funding": funding}
+
+
+def test_figures_against_hand_computed_values():
+    trades = [trade(0, 100.0), trade(0, -50.0, i=1), trade(1, 30.0, funding=2.0), trade(3, -80.0),
+              trade(3, 20.0, i=1)]
+    f = performance.summary(trades, 1000.0)["s"]
+    assert f["trades"] == 5 and f["wins"] == 3 and f["losses"] == 2
+    assert f["win_rate"] == pytest.approx(0.6)
+    assert f["avg_win"] == pytest.approx(50.0) and f["avg_loss"] == pytest.approx(-65.0)
+    assert f["profit_factor"] == pytest.approx(150 / 130)
+    assert f["expectancy"] == pytest.approx(4.0)
+    assert f["net_pnl"] == pytest.approx(20.0)
+    assert f["fees"] == pytest.approx(5.0) and f["funding"] == pytest.approx(2.0)
+    assert f["gross_pnl"] == pytest.approx(20 + 5 - 2)
+    # cumulative: 100, 50, 80, 0, 20 -> peak 100, trough 0 -> drawdown 100 (10% of 1000)
+    assert f["max_drawdown"] == pytest.approx(100.0) and f["max_drawdown_pct"] == pytest.approx(0.1)
+    # daily returns over 1000: day0 +0.05, day1 +0.03, day2 0, day3 -0.06
+    r = [0.05, 0.03, 0.0, -0.06]
+    mean = 0.02 / 4  # 0.005
+    sd = math.sqrt(((0.045) ** 2 + (0.025) ** 2 + (0.005) ** 2 + (0.065) ** 2) / 3)
+    assert f["days"] == 4
+    assert f["sharpe"] == pytest.approx(mean / sd * math.sqrt(365))
+    downside = math.sqrt(0.06 ** 2 / 4)  # 0.03
+    assert f["sortino"] == pytest.approx(0.005 / 0.03 * math.sqrt(365))
+    assert r  # the list above is the hand calculation's input
+
+
+def test_single_day_has_no_sharpe_and_no_losses_no_profit_factor():
+    f = performance.summary([trade(0, 5.0), trade(0, 7.0, i=1)], 100.0)["s"]
+    assert f["sharpe"] is None and f["sortino"] is None and f["profit_factor"] is None
+
+
+def test_strategies_are_kept_apart():
+    out = performance.summary([trade(0, 1.0, strategy="a"), trade(0, -1.0, strategy="b")], 10.0)
+    assert out["a"]["net_pnl"] == 1.0 and out["b"]["net_pnl"] == -1.0

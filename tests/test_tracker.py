@@ -1,0 +1,62 @@
+import pytest
+
+from helpers import fill, proposal, spread
+from vigil import tracker
+
+H = 3_600_000
+
+
+def opened(p, legs_fills, now=0):
+    legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": leg["side"], "market": leg["market"],
+             "qty": 1.0, "price": 100.0, "notional": 100.0} for leg in p["legs"]]
+    return tracker.open_position({"proposal": p, "legs": legs, "checks": []}, legs_fills, now, p["id"])
+
+
+def test_directional_stop_target_and_time_exits():
+    pos = opened(proposal(entry=100, stop=95, target=110, max_hold_s=3600), [[fill("o", 2, 100, fee=0.1)]])
+    assert pos["realized_pnl"] == -0.1 and pos["exit_by"] == H
+    prices = {("binance", "BTC/USDT"): 104.0}
+    pos, why = tracker.mark(pos, prices, None, 1000)
+    assert why is None and pos["unrealized_pnl"] == pytest.approx(8.0)
+    assert tracker.mark(pos, {("binance", "BTC/USDT"): 94.0}, None, 1000)[1] == "stop"
+    assert tracker.mark(pos, {("binance", "BTC/USDT"): 111.0}, None, 1000)[1] == "target"
+    assert tracker.mark(pos, prices, None, H)[1] == "time"
+
+
+def test_close_books_pnl_and_a_partial_exit_stays_closing():
+    pos = opened(proposal(), [[fill("o", 2, 100, fee=0.1)]])
+    half = tracker.close_position(pos, [[fill("x", 1, 110, fee=0.05, side="sell")]], 5, "target")
+    assert half["status"] == "closing" and half["legs"][0]["qty"] == 1
+    assert tracker.mark(half, {}, None, 6)[1] == "target"  # the exit goes on next cycle
+    done = tracker.close_position(half, [[fill("y", 1, 90, fee=0.05, side="sell")]], 7, "target")
+    # +10 on the first unit, -10 on the second, fees 0.1 + 0.05 + 0.05
+    assert done["status"] == "closed" and done["realized_pnl"] == pytest.approx(-0.2)
+    assert done["closed_at"] == 7 and done["legs"][0]["qty"] == 2
+
+
+def test_two_leg_spread_pnl_and_funding_by_hand():
+    # Long 10 on binance at 100, short 10 on bybit at 101; fees 0.5 and 0.505.
+    p = spread()
+    pos = opened(p, [[fill("a", 10, 100, fee=0.5)], [fill("b", 10, 101, fee=0.505, side="sell", venue="bybit")]],
+                 now=0)
+    funding = {"BTC/USDT": {"binance": {"rate": 0.0001, "interval_h": 8.0, "next_ts": 8 * H, "mark": 100.0},
+                            "bybit": {"rate": 0.0005, "interval_h": 4.0, "next_ts": 4 * H, "mark": 101.0}}}
+    prices = {("binance", "BTC/USDT"): 100.0, ("bybit", "BTC/USDT"): 101.0}
+    pos, _ = tracker.mark(pos, prices, funding, 3 * H)  # no settlement passed yet
+    assert pos["funding"] == 0
+    funding["BTC/USDT"]["binance"]["next_ts"] = 16 * H
+    funding["BTC/USDT"]["bybit"].update(next_ts=12 * H, rate=0.0004)
+    pos, _ = tracker.mark(pos, prices, funding, 9 * H)
+    # binance: one settlement (8h): long pays 10*100*0.0001 = 0.1
+    # bybit: two settlements (4h, 8h) at 0.0004: short receives 2 * 10*101*0.0004 = 0.808
+    assert pos["legs"][0]["funding"] == pytest.approx(-0.1)
+    assert pos["legs"][1]["funding"] == pytest.approx(0.808)
+    pos, _ = tracker.mark(pos, prices, funding, 10 * H)  # same settlements: nothing counted twice
+    assert pos["funding"] == pytest.approx(0.708)
+    closed = tracker.close_position(pos, [[fill("c", 10, 102, fee=0.51, side="sell")],
+                                          [fill("d", 10, 102.5, fee=0.5125, side="buy", venue="bybit")]],
+                                    11 * H, "spread compressed")
+    # price: +20 on the long, -15 on the short; fees 0.5 + 0.505 + 0.51 + 0.5125 = 2.0275; funding +0.708
+    assert closed["status"] == "closed"
+    assert closed["realized_pnl"] == pytest.approx(20 - 15 - 2.0275 + 0.708)
+    assert closed["fees"] == pytest.approx(2.0275)
