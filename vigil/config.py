@@ -40,7 +40,7 @@ TABLE = {
         "atr_pct_volatile": (float, 0.5, 0.01, 50.0, "ATR as % of price at or above this is volatile"),
     },
     "strategies": {
-        "enabled": (list, ["momentum", "mean_reversion"], None, None, "strategy modules to run"),
+        "enabled": (list, ["funding_arb", "smart_money", "momentum", "mean_reversion", "sentiment_veto"], None, None, "strategy modules to run"),
     },
     "risk": {
         "risk_per_trade": (float, 0.005, 0.0001, 0.1, "equity fraction lost if the stop is hit"),

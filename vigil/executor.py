@@ -45,7 +45,7 @@ class Executor:
         if not any(filled):
             return None
         position = tracker.open_position(trade, fills_by_leg, now, pid)
-        if proposal["kind"] == "spread" and min(filled) < max(filled):
+        if proposal["kind"] == "spread" and min(filled) < max(filled) * (1 - 1e-9):
             # A spread must stay delta-neutral: if a leg failed or filled short, it is closed at once.
             self.db.save_position(position)
             reason = "leg failed" if not min(filled) else "legs unequal"

@@ -245,8 +245,9 @@ class Orchestrator:
         active = self.db.get("veto")
         if veto is None and active and active["until"] > now:
             veto = active
-        if bool(veto) != bool(active) or (veto and active and veto["reason"] != active["reason"]):
+        if veto != active:
             self.db.put("veto", veto)
+        if bool(veto) != bool(active):
             self.alert("veto", f"veto on: {veto['reason']}" if veto else "veto off")
         return veto
 

@@ -121,9 +121,11 @@ def _open(p, state, positions, params):
     if failed:
         return _verdict(p, checks, "rejected: " + "; ".join(f"{c['name']} ({c['detail']})" for c in failed)), None
     legs = []
+    # One quantity for every leg (rounded down: rounding must never break a cap), so a spread stays
+    # delta-neutral whatever the small price difference between its venues.
+    qty = math.floor(notional / max(price.values()) * 1e8) / 1e8
     for leg in p["legs"]:
         px = price[(leg["venue"], leg["symbol"])]
-        qty = math.floor(notional / px * 1e8) / 1e8  # rounded down: rounding must never break a cap
         legs.append({"venue": leg["venue"], "symbol": leg["symbol"], "side": leg["side"],
                      "market": leg["market"], "qty": qty, "price": px, "notional": qty * px})
     trade = schemas.validate("ApprovedTrade", {"proposal": p, "legs": legs, "checks": checks})

@@ -36,7 +36,7 @@ class SimMarket:
         self.flow_drift = np.zeros(n)  # price pressure after coordinated whale flows
         self.flow_left = np.zeros(n, int)
         self.basis = np.zeros(len(self.venues))
-        self.base_volume = 1e6 / self.price  # about a million USD per bar
+        self.base_volume = 2e7 / self.price  # about 20 million USD per bar, like a liquid perpetual
         self.funding = np.full((len(self.venues), n), 0.0001)
         self.funding_push = np.zeros((len(self.venues), n))
         self.fng = 50.0
@@ -196,12 +196,12 @@ class SimMarket:
     def _sentiment(self, ret, vol, usd_volume):
         rng = self.rng
         if (self.ts // self.bar_ms) % self.fng_every == 0:
-            shock = rng.normal(0, 35) if rng.random() < 0.1 else 0.0
+            shock = rng.normal(0, 35) if rng.random() < 0.07 else 0.0
             self.fng = float(np.clip(self.fng + 0.05 * (50 - self.fng) + rng.normal(0, 5) + shock, 0, 100))
         self.social = 0.95 * self.social + 0.05 * (1 + 2 * (np.abs(ret) / vol > 2.5)) + \
             rng.normal(0, 0.01, len(self.social))
         moved = np.abs(ret) / 0.003
-        forced = np.where(moved > 1, usd_volume * 0.4 * moved, usd_volume * 0.002)
+        forced = np.where(moved > 1, usd_volume * 0.03 * (moved - 1) ** 2, usd_volume * 0.001)
         self.liq.append([(f if r < 0 else 0.0, f if r > 0 else 0.0) for f, r in zip(forced, ret)])
 
 
