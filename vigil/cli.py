@@ -6,8 +6,9 @@ import logging
 import signal
 import sys
 
-from vigil import config, report
+from vigil import config, instance, logs, report
 from vigil.storage import Storage
+from vigil.watchdog import Notifier
 
 log = logging.getLogger("vigil")
 
@@ -27,10 +28,13 @@ def parser():
     p.add_argument("--cycles", type=int, help="stop after N cycles")
     p.add_argument("--interval", type=float, help="seconds between cycles (overrides the config)")
     p.add_argument("--live", action="store_true", help="second key for live trading (with mode = live)")
+    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="overrides [vigil] log_level")
     sub = p.add_subparsers(dest="command")
     sub.add_parser("check", help="validate the config and reach the configured sources")
     r = sub.add_parser("report", help="per-strategy performance from the database")
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    b = sub.add_parser("backup", help="online consistent copy of the database")
+    b.add_argument("path", help="where to write the copy")
     return p
 
 
@@ -47,8 +51,7 @@ def main(argv=None):
     except (UsageError, config.ConfigError) as e:
         print(f"vigil: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg["vigil"]["log_level"], stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(cfg, args.log_level)
     if args.command == "check":
         return check(cfg)
     if args.command == "report":
@@ -56,7 +59,19 @@ def main(argv=None):
         out = report.build(db, cfg)
         print(json.dumps(out, indent=2) if args.json else report.text(out))
         return 0
-    return asyncio.run(run(cfg, args.cycles, args.interval))
+    if args.command == "backup":
+        Storage(cfg["vigil"]["db"]).backup(args.path)
+        print(f"backup written to {args.path} (integrity ok)")
+        return 0
+    try:
+        held = instance.lock(cfg["vigil"]["db"])
+    except instance.AlreadyRunning as e:
+        print(f"vigil: {e}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(run(cfg, args.cycles, args.interval))
+    finally:
+        held.close()
 
 
 def _two_keys(cfg, args):
@@ -81,7 +96,13 @@ def build(cfg):
     db = Storage(cfg["vigil"]["db"], durable=cfg["vigil"]["mode"] == "live")
     source = SimMarket(cfg)
     broker = SimBroker(source, cfg["fills"])
-    return Orchestrator(cfg, db, source, broker)
+    return Orchestrator(cfg, db, source, broker, console=_console)
+
+
+def _console(line):
+    """The cycle line: stdout for the operator, and the log file (not the console log) for later."""
+    print(line, flush=True)
+    logging.getLogger(logs.CYCLE).info(line)
 
 
 async def run(cfg, cycles, interval):
@@ -94,7 +115,16 @@ async def run(cfg, cycles, interval):
         # The sim keeps no state of its own: replaying its seed to the last cycle continues the same market.
         for _ in range(orch.cycle_n):
             await orch.source.tick()
-    await orch.run(cycles=cycles, interval=interval)
-    log.info("vigil stopped after cycle %d", orch.cycle_n)
-    orch.db.close()
+    notifier = Notifier()
+    orch.on_cycle.append(notifier.cycle)
+    orch.alert("startup", f"vigil started: mode {cfg['vigil']['mode']}"
+                          f"{', HALTED: ' + orch.halt['reason'] if orch.halt else ''}")
+    notifier.ready()
+    try:
+        await orch.run(cycles=cycles, interval=interval)
+    finally:
+        notifier.stopping()
+        orch.alert("shutdown", f"vigil stopped after cycle {orch.cycle_n}")
+        log.info("vigil stopped after cycle %d", orch.cycle_n)
+        orch.db.close()
     return 0

@@ -16,7 +16,9 @@ TABLE = {
         "console": (bool, True, None, None, "print one line per cycle"),
         "log_file": (str, "", None, None, "rotating log file; empty: console only"),
         "log_level": (("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", None, None, "log level"),
-        "retention_days": (int, 30, 1, 3650, "days of cycle rows kept"),
+        "log_max_bytes": (int, 10_000_000, 10_000, 10**10, "log file size before it rotates"),
+        "log_backups": (int, 5, 1, 100, "rotated log files kept"),
+        "retention_days": (int, 30, 1, 3650, "days of cycle, proposal, verdict and equity rows kept"),
     },
     "market": {
         "venues": (list, ["binance", "bybit"], None, None, "venues for data and orders"),

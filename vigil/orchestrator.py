@@ -10,6 +10,7 @@ from vigil.executor import Executor, Halted
 
 log = logging.getLogger("vigil.orchestrator")
 FEED_BUDGET_S = 10.0  # a slow feed never holds the cycle longer than this
+PRUNE_EVERY = 500  # cycles between retention sweeps
 FEEDS = ("funding", "onchain", "fear_greed", "social", "liquidations")
 
 
@@ -33,6 +34,7 @@ class Orchestrator:
         self.last = None  # the last CycleRecord, for status and /why
         self.in_flight = "idle"
         self.listeners = []  # callables(kind, text) for alerts, e.g. the Telegram bot
+        self.on_cycle = []  # callables(CycleRecord) after each recorded cycle, e.g. the watchdog
 
     def _open_positions(self):
         return {p["id"]: p for p in self.db.positions() if p["status"] != "closed"}
@@ -122,7 +124,11 @@ class Orchestrator:
             self.db.add_equity(now, n, rec["equity"])
             self.db.put("last_cycle", n)
         self.cycle_n, self.last, self.in_flight = n, rec, "idle"
+        if n % PRUNE_EVERY == 0:
+            self.db.prune(now - self.cfg["vigil"]["retention_days"] * 86_400_000)
         self.console(self._line(rec))
+        for hook in self.on_cycle:
+            hook(rec)
         return rec
 
     def _step(self, name):

@@ -173,6 +173,29 @@ class Storage:
     def mark_alert_sent(self, alert_id):
         self._write("UPDATE alerts SET sent=1 WHERE id=?", (alert_id,))
 
+    def prune(self, before_ts):
+        """Drops decision rows older than before_ts; orders, fills and positions are kept for ever."""
+        old = self.conn.execute("SELECT COALESCE(MAX(n), 0) FROM cycles WHERE started_at < ?",
+                                (before_ts,)).fetchone()[0]
+        with self.tx():
+            for table in ("cycles", "proposals", "verdicts"):
+                column = "n" if table == "cycles" else "cycle"
+                self.conn.execute(f"DELETE FROM {table} WHERE {column} <= ?", (old,))
+            self.conn.execute("DELETE FROM equity WHERE ts < ?", (before_ts,))
+            self.conn.execute("DELETE FROM alerts WHERE ts < ? AND sent = 1", (before_ts,))
+        return old
+
+    def backup(self, path):
+        """An online, consistent copy (sqlite's backup API) checked with integrity_check."""
+        target = sqlite3.connect(path)
+        try:
+            self.conn.backup(target)
+            status = target.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            target.close()
+        if status != "ok":
+            raise RuntimeError(f"backup {path} failed its integrity check: {status}")
+
     def close(self):
         self.conn.close()
 
