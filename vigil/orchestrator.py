@@ -5,7 +5,8 @@ import logging
 import math
 import time
 
-from vigil import market_state, risk, schemas, tracker
+from vigil import schemas, tracker
+from vigil.decide import decide
 from vigil.executor import Executor, Halted
 
 log = logging.getLogger("vigil.orchestrator")
@@ -35,6 +36,7 @@ class Orchestrator:
         self.in_flight = "idle"
         self.listeners = []  # callables(kind, text) for alerts, e.g. the Telegram bot
         self.on_cycle = []  # callables(CycleRecord) after each recorded cycle, e.g. the watchdog
+        self.on_inputs = []  # callables(inputs) before the decisions, e.g. the flight recorder
 
     def _open_positions(self):
         return {p["id"]: p for p in self.db.positions() if p["status"] != "closed"}
@@ -137,43 +139,22 @@ class Orchestrator:
         self.in_flight = name
 
     async def _steps(self, n, now, rec):
-        cfg = self.cfg
         self._step("market_state")
         candles = self.source.candles()
-        states = market_state.classify_all(candles, cfg["market"]["symbols"], cfg["market"]["trade_venue"],
-                                           cfg["market_state"])
-        rec["states"] = {s: v["state"] for s, v in states.items()}
-
         self._step("feeds")
-        snapshot = {"now": now, "feeds": {"candles": candles, **await self._feeds(now)}}
-        rec["feeds"] = {k: (None if f["ok"] else f["error"]) for k, f in snapshot["feeds"].items()}
-        for name, feed in snapshot["feeds"].items():
-            if not feed["ok"]:
-                rec["notes"].append(f"feed {name}: {feed['error']}")
-
-        self._step("strategies")
-        proposals, veto = self._propose(n, now, states, snapshot, rec)
-
-        self._step("veto")
-        veto = self._veto(veto, now)
-        rec["veto"] = veto
-        if veto:
-            blocked = [p for p in proposals if p["intent"] == "open" or veto["blocks_exits"]]
-            proposals = [p for p in proposals if p not in blocked]
-            for p in blocked:
-                rec["verdicts"].append({"proposal_id": p["id"], "approved": False, "checks": [],
-                                        "reason": f"vetoed: {veto['reason']}"})
-                self.db.add_verdict(n, rec["verdicts"][-1])
-
-        self._step("risk")
+        feeds = await self._feeds(now)
+        rec["feeds"] = {k: (None if f["ok"] else f["error"]) for k, f in {"candles": candles, **feeds}.items()}
+        rec["notes"] += [f"feed {k}: {err}" for k, err in rec["feeds"].items() if err]
         prices = self._prices()
-        verdicts = risk.evaluate(proposals, {
-            "now": now, "equity": self.equity(), "day_start_equity": self._day_start(now),
-            "positions": list(self.positions.values()), "prices": prices}, cfg["risk"])
-        with self.db.tx():
-            for verdict, _ in verdicts:
-                self.db.add_verdict(n, schemas.validate("Verdict", verdict))
-        rec["verdicts"] += [v for v, _ in verdicts]
+        inputs = {"n": n, "now": now, "candles": candles, "feeds": feeds,
+                  "positions": list(self.positions.values()), "equity": self.equity(),
+                  "day_start_equity": self._day_start(now), "prices": prices, "veto": self.db.get("veto"),
+                  "paused": sorted(self.paused())}
+        for hook in self.on_inputs:
+            hook(inputs)
+        verdicts = decide(self.cfg, self.strategies, inputs, rec, self._step,
+                          lambda kind, items: self._save(n, kind, items))
+        self._veto(inputs["veto"], rec["veto"])
 
         self._step("execute")
         for verdict, trade in verdicts:
@@ -190,7 +171,7 @@ class Orchestrator:
                 await self._close(self.positions[p["position_id"]], n, now, p["reason"], rec)
 
         self._step("track")
-        funding = snapshot["feeds"]["funding"]["data"] if snapshot["feeds"]["funding"]["ok"] else None
+        funding = feeds["funding"]["data"] if feeds["funding"]["ok"] else None
         for pid in list(self.positions):
             position, reason = tracker.mark(self.positions[pid], prices, funding, now)
             self.db.save_position(position)
@@ -215,47 +196,17 @@ class Orchestrator:
                 feed.update(ok=False, error=f"stale: {feed['age_s']:.0f}s old")
         return feeds
 
-    def _propose(self, n, now, states, snapshot, rec):
-        proposals, veto, paused = [], None, self.paused()
-        cfg = self.cfg
-        for name, module in self.strategies.items():
-            if name in paused:
-                rec["strategies"][name] = "paused"
-                continue
-            ctx = {"name": name, "cycle": n, "now": now, "params": cfg[name],
-                   "symbols": cfg["market"]["symbols"], "venues": cfg["market"]["venues"],
-                   "trade_venue": cfg["market"]["trade_venue"], "market_state": states,
-                   "snapshot": snapshot,
-                   "positions": [p for p in self.positions.values() if p["strategy"] == name]}
-            try:
-                out = module.propose(ctx)
-                kind = _kind(out)
-                schemas.validate(kind, out) if out is not None else None
-            except Exception as e:  # one strategy failing must not stop the others
-                log.exception("strategy %s failed", name)
-                rec["strategies"][name] = f"error: {type(e).__name__}: {e}"
-                continue
-            if out is None or kind == "Idle":
-                rec["strategies"][name] = out["reason"] if out else "no signal"
-            elif kind == "Veto":
-                veto = out
-                rec["strategies"][name] = f"veto: {out['reason']}"
-            else:
-                proposals.append(out)
-                self.db.add_proposal(n, out)
-                rec["strategies"][name] = f"{out['intent']} {out['side']} {out['symbol']}: {out['reason']}"
-        return proposals, veto
+    def _save(self, n, kind, items):
+        with self.db.tx():
+            for item in items:
+                self.db.add_proposal(n, item) if kind == "proposals" else self.db.add_verdict(n, item)
 
-    def _veto(self, veto, now):
-        """A veto holds until its 'until'; on and off are alerted once each."""
-        active = self.db.get("veto")
-        if veto is None and active and active["until"] > now:
-            veto = active
+    def _veto(self, active, veto):
+        """Persists the veto and alerts when it turns on or off."""
         if veto != active:
             self.db.put("veto", veto)
         if bool(veto) != bool(active):
             self.alert("veto", f"veto on: {veto['reason']}" if veto else "veto off")
-        return veto
 
     async def _close(self, position, n, now, reason, rec):
         position = await self.executor.close(position, n, now, reason)
@@ -305,10 +256,3 @@ class Orchestrator:
                 f"| open {len(self.positions)} | eq {rec['equity']:.2f} | {rec['duration_ms']:.1f}ms"
                 f"{' | HALTED' if rec['halted'] else ''}")
 
-
-def _kind(out):
-    if out is None:
-        return None
-    if "kind" in out:
-        return "TradeProposal"
-    return "Veto" if "until" in out else "Idle"

@@ -1,0 +1,85 @@
+"""Makes a cycle's decisions (market state, strategies, veto, risk) as a pure function of its recorded inputs."""
+import logging
+
+from vigil import market_state, risk, schemas
+
+log = logging.getLogger("vigil.decide")
+
+
+def _noop(*_):
+    pass
+
+
+def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
+    """Fills rec (states, strategies, veto, verdicts) and returns [(Verdict, ApprovedTrade or None)].
+
+    inputs: n, now, candles (Feed), feeds {name: Feed}, positions, equity, day_start_equity, prices
+    {(venue, symbol): price}, veto (the one still active, or None), paused [strategy names].
+    step(name) is called before each step (the kill switch raises there); save(kind, items) persists
+    proposals and verdicts before the next step reads them. Replay calls it with the recorded inputs.
+    """
+    n, now = inputs["n"], inputs["now"]
+    market = cfg["market"]
+    step("market_state")
+    states = market_state.classify_all(inputs["candles"], market["symbols"], market["trade_venue"],
+                                       cfg["market_state"])
+    rec["states"] = {s: v["state"] for s, v in states.items()}
+    snapshot = {"now": now, "feeds": {"candles": inputs["candles"], **inputs["feeds"]}}
+
+    step("strategies")
+    proposals, veto = [], None
+    for name, module in strategies.items():
+        if name in inputs["paused"]:
+            rec["strategies"][name] = "paused"
+            continue
+        ctx = {"name": name, "cycle": n, "now": now, "params": cfg[name], "symbols": market["symbols"],
+               "venues": market["venues"], "trade_venue": market["trade_venue"], "market_state": states,
+               "snapshot": snapshot, "positions": [p for p in inputs["positions"] if p["strategy"] == name]}
+        try:
+            out = module.propose(ctx)
+            kind = _kind(out)
+            if out is not None:
+                schemas.validate(kind, out)
+        except Exception as e:  # one strategy failing must not stop the others
+            log.exception("strategy %s failed", name)
+            rec["strategies"][name] = f"error: {type(e).__name__}: {e}"
+            continue
+        if out is None or kind == "Idle":
+            rec["strategies"][name] = out["reason"] if out else "no signal"
+        elif kind == "Veto":
+            veto = out
+            rec["strategies"][name] = f"veto: {out['reason']}"
+        else:
+            proposals.append(out)
+            rec["strategies"][name] = f"{out['intent']} {out['side']} {out['symbol']}: {out['reason']}"
+    save("proposals", proposals)
+
+    step("veto")
+    active = inputs["veto"]
+    if veto is None and active and active["until"] > now:
+        veto = active  # a veto holds until its 'until' even if the extreme has eased
+    rec["veto"] = veto
+    if veto:
+        blocked = [p for p in proposals if p["intent"] == "open" or veto["blocks_exits"]]
+        proposals = [p for p in proposals if p not in blocked]
+        vetoed = [{"proposal_id": p["id"], "approved": False, "checks": [], "reason": f"vetoed: {veto['reason']}"}
+                  for p in blocked]
+        rec["verdicts"] += vetoed
+        save("verdicts", vetoed)
+
+    step("risk")
+    verdicts = risk.evaluate(proposals, {
+        "now": now, "equity": inputs["equity"], "day_start_equity": inputs["day_start_equity"],
+        "positions": inputs["positions"], "prices": inputs["prices"]}, cfg["risk"])
+    judged = [schemas.validate("Verdict", v) for v, _ in verdicts]
+    rec["verdicts"] += judged
+    save("verdicts", judged)
+    return verdicts
+
+
+def _kind(out):
+    if out is None:
+        return None
+    if "kind" in out:
+        return "TradeProposal"
+    return "Veto" if "until" in out else "Idle"
