@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 
-from vigil import config, instance, logs, report
+from vigil import config, instance, logs, replay, report
 from vigil.storage import Storage
 from vigil.watchdog import Notifier
 
@@ -33,6 +33,8 @@ def parser():
     sub.add_parser("check", help="validate the config and reach the configured sources")
     r = sub.add_parser("report", help="per-strategy performance from the database")
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    rp = sub.add_parser("replay", help="re-run a recorded cycle's decisions and compare")
+    rp.add_argument("--cycle", type=int, required=True, help="cycle number (see report or /why)")
     b = sub.add_parser("backup", help="online consistent copy of the database")
     b.add_argument("path", help="where to write the copy")
     return p
@@ -59,6 +61,10 @@ def main(argv=None):
         out = report.build(db, cfg)
         print(json.dumps(out, indent=2) if args.json else report.text(out))
         return 0
+    if args.command == "replay":
+        identical, lines = replay.replay(Storage(cfg["vigil"]["db"]), cfg, args.cycle)
+        print("\n".join(lines))
+        return 0 if identical else 1
     if args.command == "backup":
         Storage(cfg["vigil"]["db"]).backup(args.path)
         print(f"backup written to {args.path} (integrity ok)")
@@ -91,12 +97,15 @@ def check(cfg):
 def build(cfg):
     """Wires source, broker, database and orchestrator for the configured mode."""
     from vigil.orchestrator import Orchestrator
+    from vigil.recorder import Recorder
     from vigil.sim_broker import SimBroker
     from vigil.simmarket import SimMarket
     db = Storage(cfg["vigil"]["db"], durable=cfg["vigil"]["mode"] == "live")
     source = SimMarket(cfg)
     broker = SimBroker(source, cfg["fills"])
-    return Orchestrator(cfg, db, source, broker, console=_console)
+    orch = Orchestrator(cfg, db, source, broker, console=_console)
+    orch.on_inputs.append(Recorder(db, cfg).record)
+    return orch
 
 
 def _console(line):

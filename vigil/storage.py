@@ -19,6 +19,11 @@ MIGRATIONS = [
     CREATE TABLE alerts (id INTEGER PRIMARY KEY, ts INTEGER, kind TEXT, text TEXT, sent INTEGER DEFAULT 0);
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT);
     """,
+    """
+    CREATE TABLE flight (n INTEGER PRIMARY KEY, now INTEGER, config_hash TEXT, code TEXT, inputs TEXT);
+    CREATE TABLE flight_candles (venue TEXT, symbol TEXT, ts INTEGER, open REAL, high REAL, low REAL,
+                                 close REAL, volume REAL, PRIMARY KEY (venue, symbol, ts)) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -182,6 +187,7 @@ class Storage:
                 column = "n" if table == "cycles" else "cycle"
                 self.conn.execute(f"DELETE FROM {table} WHERE {column} <= ?", (old,))
             self.conn.execute("DELETE FROM equity WHERE ts < ?", (before_ts,))
+            self.conn.execute("DELETE FROM flight WHERE n <= ?", (old,))
             self.conn.execute("DELETE FROM alerts WHERE ts < ? AND sent = 1", (before_ts,))
         return old
 
