@@ -33,6 +33,15 @@ def parser():
     sub.add_parser("check", help="validate the config and reach the configured sources")
     r = sub.add_parser("report", help="per-strategy performance from the database")
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    bt = sub.add_parser("backtest", help="run the pipeline over stored candles")
+    bt.add_argument("--data", required=True, help="a candle file or a folder of them")
+    bt.add_argument("--symbols", nargs="*", help="only these symbols (BTC/USDT ...)")
+    bt.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (UTC)")
+    bt.add_argument("--to", dest="end", help="day after the last, YYYY-MM-DD (UTC)")
+    bt.add_argument("--funding", nargs="*", default=[], help="VENUE:FILE funding-rate history")
+    bt.add_argument("--db", help="keep the backtest's database here (default: a temporary one)")
+    bt.add_argument("--equity-csv", default="backtest-equity.csv", help="equity curve output")
+    bt.add_argument("--json", action="store_true", help="machine-readable output")
     rp = sub.add_parser("replay", help="re-run a recorded cycle's decisions and compare")
     rp.add_argument("--cycle", type=int, required=True, help="cycle number (see report or /why)")
     b = sub.add_parser("backup", help="online consistent copy of the database")
@@ -60,6 +69,16 @@ def main(argv=None):
         db = Storage(cfg["vigil"]["db"])
         out = report.build(db, cfg)
         print(json.dumps(out, indent=2) if args.json else report.text(out))
+        return 0
+    if args.command == "backtest":
+        from vigil import backtest, candle_files
+        try:
+            data, rates = backtest.load(cfg, args.data, args.symbols, args.start, args.end, args.funding)
+        except (candle_files.CandleFileError, OSError, ValueError) as e:
+            print(f"vigil: {e}", file=sys.stderr)
+            return 2
+        out = backtest.run(cfg, data, rates, args.db, args.equity_csv)
+        print(json.dumps(out, indent=2) if args.json else backtest.text(out))
         return 0
     if args.command == "replay":
         identical, lines = replay.replay(Storage(cfg["vigil"]["db"]), cfg, args.cycle)

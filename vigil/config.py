@@ -2,7 +2,8 @@
 import configparser
 import difflib
 import importlib
-import os
+
+TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
 
 # (type, default, low, high, help). type: int, float, bool, str, list, or a tuple of choices.
 # Strategy sections are not here: each strategy module declares its own PARAMS in this same form,
@@ -24,7 +25,7 @@ TABLE = {
         "venues": (list, ["binance", "bybit"], None, None, "venues for data and orders"),
         "symbols": (list, ["BTC/USDT", "ETH/USDT", "SOL/USDT"], None, None, "base/quote pairs"),
         "trade_venue": (str, "binance", None, None, "venue for directional trades"),
-        "timeframe": (("1m", "5m", "15m", "1h"), "1m", None, None, "candle timeframe"),
+        "timeframe": (tuple(TIMEFRAME_MS), "1m", None, None, "candle timeframe"),
         "history": (int, 300, 50, 5000, "candles kept per symbol"),
         "stale_after": (float, 180.0, 1.0, 86400.0, "seconds after which a feed is stale"),
     },
@@ -63,7 +64,6 @@ TABLE = {
     },
 }
 
-SECRETS = {}  # environment variable names for secrets, filled by the modules that need them
 
 
 class ConfigError(Exception):
@@ -147,7 +147,3 @@ def _value(section, key, spec, raw):
         raise ConfigError(f"{where}: {raw} is outside {low}..{high}")
     return value
 
-
-def secret(name):
-    """Returns a secret from the environment; secrets never live in the config file."""
-    return os.environ.get(name, "")

@@ -3,7 +3,8 @@ import collections
 
 import numpy as np
 
-BAR_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
+from vigil.config import TIMEFRAME_MS
+
 START_PRICE = {"BTC": 42000.0, "ETH": 2300.0, "SOL": 100.0, "BNB": 310.0, "XRP": 0.6}
 # regime -> (drift per bar, volatility per bar, mean bars spent in it)
 REGIMES = {"up": (0.0004, 0.0009, 200), "down": (-0.0004, 0.0009, 200),
@@ -23,7 +24,7 @@ class SimMarket:
         self.venues = cfg["market"]["venues"]
         self.symbols = cfg["market"]["symbols"]
         self.history = cfg["market"]["history"]
-        self.bar_ms = BAR_MS[cfg["market"]["timeframe"]]
+        self.bar_ms = TIMEFRAME_MS[cfg["market"]["timeframe"]]
         self.fng_every = cfg["sim"]["fng_every"]
         self.rng = np.random.default_rng(cfg["sim"]["seed"])
         n = len(self.symbols)

@@ -1,0 +1,137 @@
+"""Reads candle history files (Binance kline CSV dumps, plain, zipped or gzipped, and ccxt OHLCV JSON)."""
+import csv
+import gzip
+import io
+import json
+import pathlib
+import re
+import zipfile
+
+import numpy as np
+
+
+class CandleFileError(ValueError):
+    """One line: FILE:LINE: what is wrong."""
+
+
+def symbol_of(path):
+    """BTCUSDT-1m-2025-01.csv.gz -> BTC/USDT; BTC_USDT-1m.json -> BTC/USDT."""
+    name = pathlib.Path(path).name.split("-")[0].split(".")[0].upper()
+    if "_" in name:
+        base, quote = name.split("_")[:2]
+        return f"{base}/{quote}"
+    for quote in ("USDT", "USDC", "BUSD", "USD", "BTC", "ETH"):
+        if name.endswith(quote) and len(name) > len(quote):
+            return f"{name[:-len(quote)]}/{quote}"
+    return name
+
+
+def _text(path):
+    path = pathlib.Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as z:
+            inner = [n for n in z.namelist() if not n.endswith("/")]
+            return io.StringIO(z.read(inner[0]).decode("utf-8"))
+    return open(path, encoding="utf-8")
+
+
+def read_file(path):
+    """ndarray (n, 6): open time in ms, open, high, low, close, volume, checked row by row."""
+    name = str(path)
+    if re.search(r"\.json(\.gz)?$", name):
+        with _text(path) as f:
+            try:
+                rows = json.load(f)
+            except json.JSONDecodeError as e:
+                raise CandleFileError(f"{name}:{e.lineno}: not valid JSON ({e.msg})") from None
+        return _check(name, [(i + 1, r) for i, r in enumerate(rows)])
+    with _text(path) as f:
+        rows = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if r]
+    if rows and not _is_number(rows[0][1][0]):
+        rows = rows[1:]  # the header line of newer dumps
+    return _check(name, rows)
+
+
+def _is_number(s):
+    try:
+        float(s)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _check(name, rows):
+    out = np.empty((len(rows), 6))
+    for k, (line, r) in enumerate(rows):
+        try:
+            if len(r) < 6:
+                raise ValueError(f"expected at least 6 columns, got {len(r)}")
+            ts = int(float(r[0]))
+            values = [float(x) for x in r[1:6]]
+        except (TypeError, ValueError) as e:
+            raise CandleFileError(f"{name}:{line}: bad row {r[:6]!r} ({e})") from None
+        if ts > 10**14:
+            ts //= 1000  # microsecond timestamps (Binance dumps from 2025 on)
+        o, h, l, c, v = values
+        if not (l <= min(o, c) and h >= max(o, c) and l > 0 and v >= 0):
+            raise CandleFileError(f"{name}:{line}: inconsistent candle o={o} h={h} l={l} c={c} v={v}")
+        if k and ts <= out[k - 1, 0]:
+            what = "duplicate timestamp" if ts == out[k - 1, 0] else "timestamps out of order"
+            raise CandleFileError(f"{name}:{line}: {what} {ts} after {int(out[k - 1, 0])}")
+        out[k] = (ts, o, h, l, c, v)
+    return out
+
+
+def load(path, symbols=None):
+    """{symbol: candles} from a file or a folder of files (daily or monthly dumps join in time order)."""
+    path = pathlib.Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    parts = {}
+    for f in files:
+        if not re.search(r"\.(csv|json)(\.gz)?$|\.zip$", f.name):
+            continue
+        symbol = symbol_of(f)
+        if symbols and symbol not in symbols:
+            continue
+        parts.setdefault(symbol, []).append((f, read_file(f)))
+    data = {}
+    for symbol, chunks in parts.items():
+        chunks.sort(key=lambda fc: fc[1][0, 0] if len(fc[1]) else 0)
+        for (fa, a), (fb, b) in zip(chunks, chunks[1:]):
+            if len(a) and len(b) and b[0, 0] <= a[-1, 0]:
+                raise CandleFileError(f"{fb}:1: overlaps {fa} (starts at {int(b[0, 0])}, "
+                                      f"which is not after {int(a[-1, 0])})")
+        data[symbol] = np.concatenate([c for _, c in chunks])
+    missing = set(symbols or ()) - set(data)
+    if missing:
+        raise CandleFileError(f"{path}: no candles for {', '.join(sorted(missing))}")
+    return data
+
+
+def gaps(candles, bar_ms):
+    """[(first missing open time, bars missing)]: reported, never filled."""
+    step = np.diff(candles[:, 0])
+    where = np.nonzero(step > bar_ms)[0]
+    return [(int(candles[i, 0] + bar_ms), int(step[i] // bar_ms - 1)) for i in where]
+
+
+def read_funding(path):
+    """[(ts, rate, interval_h)] from a CSV (timestamp,rate), ccxt funding-history JSON or OHLCV-shaped rows."""
+    name = str(path)
+    with _text(path) as f:
+        if re.search(r"\.json(\.gz)?$", name):
+            rows = json.load(f)
+            rows = [(r["timestamp"], r["fundingRate"]) if isinstance(r, dict) else (r[0], r[1]) for r in rows]
+        else:
+            rows = [tuple(r[:2]) for r in csv.reader(f) if r]
+            if rows and not _is_number(rows[0][0]):
+                rows = rows[1:]
+    try:
+        points = [(int(float(ts)), float(rate)) for ts, rate in rows]
+    except (TypeError, ValueError) as e:
+        raise CandleFileError(f"{name}: bad funding row ({e})") from None
+    points.sort()
+    step = float(np.median(np.diff([p[0] for p in points]))) / 3_600_000 if len(points) > 1 else 8.0
+    return [(ts, rate, step) for ts, rate in points]
