@@ -1,10 +1,6 @@
 """Classifies each symbol as trending, ranging or volatile from its candles, with the figures that decided it."""
-import numpy as np
-
 from vigil import indicators
 
-# The classifier looks at a short recent window: enough for ADX to settle, cheap for 20+ symbols.
-WINDOW = 120
 
 
 def classify(candles, params):
@@ -14,13 +10,14 @@ def classify(candles, params):
         have = 0 if candles is None else len(candles)
         return {"state": "unknown", "figures": {"bars": have},
                 "reason": f"only {have} candles, {need} needed"}
-    c = candles[-max(WINDOW, need):]
+    # A short recent window: enough for Wilder's smoothing to settle, cheap for 20+ symbols every cycle.
+    c = candles[-max(5 * params["adx_period"], need):]
     high, low, close = c[:, 2], c[:, 3], c[:, 4]
     adx = float(indicators.adx(high, low, close, params["adx_period"])[-1])
     atr_pct = float(indicators.atr(high, low, close, params["adx_period"])[-1] / close[-1] * 100)
-    rv = indicators.realized_vol(close, params["vol_long"])
-    short = float(np.std(np.diff(np.log(close[-params["vol_short"] - 1:])), ddof=1))
-    vol_ratio = short / float(rv[-1]) if rv[-1] > 0 else 1.0
+    long_vol = float(indicators.realized_vol(close[-params["vol_long"] - 1:], params["vol_long"])[-1])
+    short = float(indicators.realized_vol(close[-params["vol_short"] - 1:], params["vol_short"])[-1])
+    vol_ratio = short / long_vol if long_vol > 0 else 1.0
     figures = {"adx": round(adx, 2), "atr_pct": round(atr_pct, 4), "vol_ratio": round(vol_ratio, 3)}
     if vol_ratio >= params["vol_ratio_volatile"] or atr_pct >= params["atr_pct_volatile"]:
         state = "volatile"

@@ -1,0 +1,138 @@
+import asyncio
+import gzip
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vigil import backtest, candle_files, cli, config
+from vigil.simmarket import SimMarket
+from vigil.storage import Storage
+
+ROOT = Path(__file__).resolve().parent.parent
+CANDLE_ONLY = "momentum, mean_reversion"
+
+
+def cfg_file(tmp_path, db="v.db"):
+    path = tmp_path / "v.cfg"
+    path.write_text(f"[vigil]\ndb = {tmp_path}/{db}\nconsole = false\n[strategies]\nenabled = {CANDLE_ONLY}\n"
+                    "[market]\nsymbols = BTC/USDT, ETH/USDT\n")
+    return path
+
+
+def no_feeds(orch):
+    """The sim without its side feeds: the same inputs a backtest of candles alone has."""
+    real = orch.source.feeds
+
+    async def feeds(now):
+        out = await real(now)
+        return {k: dict(v, ok=False, data=None, error="off") for k, v in out.items()}
+    orch.source.feeds = feeds
+
+
+def trades(db):
+    return [(p["id"], p["side"], p["close_reason"], round(p["realized_pnl"], 9)) for p in db.closed_positions()]
+
+
+def test_backtest_gives_the_sim_loop_trades_on_the_same_candles(tmp_path):
+    orch = cli.build(config.load(cfg_file(tmp_path)))
+    no_feeds(orch)
+    asyncio.run(orch.run(cycles=2500, interval=0))
+    sim_trades = trades(orch.db)
+    assert len(sim_trades) >= 5
+    # The same seed's market again, every bar from the first warm-up bar on, dumped as Binance CSVs.
+    market = SimMarket(config.load(cfg_file(tmp_path)))
+    rows = [("BTC/USDT", *market.buf[0, 0, i]) for i in range(market.rows)]
+    rows += [("ETH/USDT", *market.buf[0, 1, i]) for i in range(market.rows)]
+    for _ in range(2500):
+        asyncio.run(market.tick())
+        rows += [(s, *market.candles()["data"]["binance"][s][-1]) for s in ("BTC/USDT", "ETH/USDT")]
+    rows = [(s, int(ts), *map(float, (o, h, l, c, v))) for s, ts, o, h, l, c, v in rows]
+    (tmp_path / "data").mkdir()
+    with gzip.open(tmp_path / "data" / "BTCUSDT-1m-2025-01.csv.gz", "wt") as f:
+        f.write("open_time,open,high,low,close,volume,close_time\n")
+        f.writelines(f"{ts},{o!r},{h!r},{l!r},{c!r},{v!r},{ts + 59999}\n" for s, ts, o, h, l, c, v in rows
+                     if s == "BTC/USDT")
+    with open(tmp_path / "data" / "ETHUSDT-1m-2025-01.csv", "w") as f:
+        f.writelines(f"{ts * 1000},{o!r},{h!r},{l!r},{c!r},{v!r}\n" for s, ts, o, h, l, c, v in rows
+                     if s == "ETH/USDT")  # microsecond timestamps, no header
+    cfg = config.load(cfg_file(tmp_path, "unused.db"))
+    data, rates = backtest.load(cfg, tmp_path / "data")
+    out = backtest.run(cfg, data, rates, str(tmp_path / "bt.db"), str(tmp_path / "eq.csv"), progress=None)
+    assert trades(Storage(str(tmp_path / "bt.db"))) == sim_trades
+    assert out["backtest"]["cycles"] == 2500 and out["strategies"]
+    assert (tmp_path / "eq.csv").read_text().startswith("time_ms,equity,gross_exposure\n")
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+GOOD = "1000,10,11,9,10.5,5\n61000,10.5,11,10,10.8,6\n"
+
+
+@pytest.mark.parametrize("body, needle", [
+    (GOOD + "121000,10.8,11,10,abc,6\n", ":3: bad row"),
+    (GOOD + "61000,10.8,11,10,10.9,6\n", ":3: duplicate timestamp 61000"),
+    (GOOD + "31000,10.8,11,10,10.9,6\n", ":3: timestamps out of order"),
+    (GOOD + "121000,10.8,10,11,10.9,6\n", ":3: inconsistent candle"),
+    (GOOD + "121000,10.8,11\n", ":3: bad row"),
+])
+def test_malformed_files_name_file_and_line(tmp_path, body, needle):
+    path = write(tmp_path / "BTCUSDT-1m.csv", body)
+    with pytest.raises(candle_files.CandleFileError) as e:
+        candle_files.load(path)
+    assert str(e.value).startswith(str(path)) and needle in str(e.value)
+
+
+def test_zip_json_and_folders(tmp_path):
+    with zipfile.ZipFile(tmp_path / "BTCUSDT-1m-2025-01-01.zip", "w") as z:
+        z.writestr("BTCUSDT-1m-2025-01-01.csv", GOOD)
+    write(tmp_path / "BTCUSDT-1m-2025-01-02.csv", "121000,10.8,11,10,10.9,6\n241000,10.9,11,10,10.7,6\n")
+    write(tmp_path / "ETH_USDT-1m.json", json.dumps([[1000, 1, 2, 0.5, 1.5, 3]]))
+    data = candle_files.load(tmp_path)
+    assert data["BTC/USDT"][:, 0].tolist() == [1000, 61000, 121000, 241000]
+    assert candle_files.gaps(data["BTC/USDT"], 60_000) == [(181000, 1)]
+    assert data["ETH/USDT"].shape == (1, 6)
+    write(tmp_path / "BTCUSDT-1m-2025-01-03.csv", "61000,10.8,11,10,10.9,6\n")
+    with pytest.raises(candle_files.CandleFileError, match="overlaps"):
+        candle_files.load(tmp_path)
+
+
+def test_funding_history_is_never_read_ahead(tmp_path):
+    from vigil.backtest_source import BacktestSource
+    cfg = config.load(cfg_file(tmp_path))
+    candles = np.array([[i * 60_000, 10, 11, 9, 10, 5] for i in range(400)], float)
+    rates = {"BTC/USDT": {"bybit": [(0, 0.0001, 8.0), (330 * 60_000, 0.0009, 8.0)]}}
+    src = BacktestSource(cfg, {"BTC/USDT": candles}, rates)
+    seen = []
+    for _ in range(60):
+        now = asyncio.run(src.tick())
+        seen.append((now, asyncio.run(src.feeds(now))["funding"]["data"]["BTC/USDT"]["bybit"]["rate"]))
+    assert all(rate == (0.0009 if now >= 330 * 60_000 else 0.0001) for now, rate in seen)
+    assert not asyncio.run(src.feeds(0))["onchain"]["ok"]
+
+
+def test_backtest_command_reports_gaps_and_bad_files(tmp_path):
+    cfg = cfg_file(tmp_path)
+    rows = [f"{i * 60_000},{100 + np.sin(i / 7):.4f},{101 + np.sin(i / 7):.4f},{99 + np.sin(i / 7):.4f},"
+            f"{100 + np.sin((i + 1) / 7):.4f},{50 + i % 7}" for i in range(600) if not 400 <= i < 410]
+    write(tmp_path / "BTCUSDT-1m.csv", "\n".join(rows) + "\n")
+    out = subprocess.run([sys.executable, "run.py", "--config", str(cfg), "backtest", "--data",
+                          str(tmp_path / "BTCUSDT-1m.csv"), "--json", "--equity-csv", str(tmp_path / "e.csv")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["backtest"]["gaps"]["BTC/USDT"] == [{"from": 400 * 60_000, "bars": 10}]
+    assert "backtest [" in out.stderr  # the progress bar
+    (tmp_path / "bad").mkdir()
+    write(tmp_path / "bad" / "BTCUSDT-1m.csv", "x,y\n1,2\n")
+    bad = subprocess.run([sys.executable, "run.py", "--config", str(cfg), "backtest", "--data",
+                          str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "BTCUSDT-1m.csv:2: bad row" in bad.stderr

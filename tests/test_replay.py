@@ -1,0 +1,33 @@
+import asyncio
+import json
+
+from vigil import cli, config, replay
+
+
+def test_replayed_cycles_match_the_recorded_ones(tmp_path):
+    path = tmp_path / "v.cfg"
+    path.write_text(f"[vigil]\ndb = {tmp_path}/v.db\nconsole = false\n")
+    cfg = config.load(path)
+    orch = cli.build(cfg)
+    asyncio.run(orch.run(cycles=1200, interval=0))
+    rows = orch.db.conn.execute("SELECT n, body FROM cycles").fetchall()
+    busy = [n for n, body in rows if json.loads(body)["verdicts"]]
+    vetoed = [n for n, body in rows if json.loads(body)["veto"]]
+    assert busy and vetoed
+    for n in [1, busy[0], busy[-1], vetoed[0], 1200]:
+        identical, lines = replay.replay(orch.db, cfg, n)
+        assert identical, "\n".join(lines)
+        assert lines[-1] == "IDENTICAL"
+
+
+def test_replay_shows_a_difference(tmp_path):
+    path = tmp_path / "v.cfg"
+    path.write_text(f"[vigil]\ndb = {tmp_path}/v.db\nconsole = false\n")
+    cfg = config.load(path)
+    orch = cli.build(cfg)
+    asyncio.run(orch.run(cycles=300, interval=0))
+    n = next(n for n, body in orch.db.conn.execute("SELECT n, body FROM cycles") if json.loads(body)["verdicts"])
+    cfg["risk"]["max_position"] = 0.01  # another config decides otherwise
+    identical, lines = replay.replay(orch.db, cfg, n)
+    assert not identical and "verdicts: DIFFERENT" in lines and lines[0].count("config") == 2
+    assert replay.replay(orch.db, cfg, 10_000)[0] is False
