@@ -6,6 +6,7 @@ import math
 import time
 
 from vigil import schemas, tracker
+from vigil.config import TIMEFRAME_MS
 from vigil.decide import decide
 from vigil.executor import Executor, Halted
 
@@ -127,7 +128,9 @@ class Orchestrator:
             self.db.put("last_cycle", n)
         self.cycle_n, self.last, self.in_flight = n, rec, "idle"
         if n % PRUNE_EVERY == 0:
-            self.db.prune(now - self.cfg["vigil"]["retention_days"] * 86_400_000)
+            market = self.cfg["market"]
+            self.db.prune(now - self.cfg["vigil"]["retention_days"] * 86_400_000,
+                          market["history"] * TIMEFRAME_MS[market["timeframe"]])
         self.console(self._line(rec))
         for hook in self.on_cycle:
             hook(rec)

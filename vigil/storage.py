@@ -178,8 +178,11 @@ class Storage:
     def mark_alert_sent(self, alert_id):
         self._write("UPDATE alerts SET sent=1 WHERE id=?", (alert_id,))
 
-    def prune(self, before_ts):
-        """Drops decision rows older than before_ts; orders, fills and positions are kept for ever."""
+    def prune(self, before_ts, window_ms=0):
+        """Drops decision rows older than before_ts; orders, fills and positions are kept for ever.
+
+        Recorded candles go back window_ms further, so the oldest cycle kept can still be replayed.
+        """
         old = self.conn.execute("SELECT COALESCE(MAX(n), 0) FROM cycles WHERE started_at < ?",
                                 (before_ts,)).fetchone()[0]
         with self.tx():
@@ -188,7 +191,8 @@ class Storage:
                 self.conn.execute(f"DELETE FROM {table} WHERE {column} <= ?", (old,))
             self.conn.execute("DELETE FROM equity WHERE ts < ?", (before_ts,))
             self.conn.execute("DELETE FROM flight WHERE n <= ?", (old,))
-            self.conn.execute("DELETE FROM alerts WHERE ts < ? AND sent = 1", (before_ts,))
+            self.conn.execute("DELETE FROM flight_candles WHERE ts < ?", (before_ts - window_ms,))
+            self.conn.execute("DELETE FROM alerts WHERE ts < ?", (before_ts,))
         return old
 
     def backup(self, path):
