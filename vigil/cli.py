@@ -3,6 +3,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -147,6 +148,7 @@ async def run(cfg, cycles, interval):
     orch.on_cycle.append(notifier.cycle)
     orch.alert("startup", f"vigil started: mode {cfg['vigil']['mode']}"
                           f"{', HALTED: ' + orch.halt['reason'] if orch.halt else ''}")
+    bot = await _start_bot(cfg, orch)
     notifier.ready()
     try:
         await orch.run(cycles=cycles, interval=interval)
@@ -154,5 +156,21 @@ async def run(cfg, cycles, interval):
         notifier.stopping()
         orch.alert("shutdown", f"vigil stopped after cycle {orch.cycle_n}")
         log.info("vigil stopped after cycle %d", orch.cycle_n)
+        if bot:
+            await bot.stop()
         orch.db.close()
     return 0
+
+
+async def _start_bot(cfg, orch):
+    """The bot is optional: without it (or with Telegram down) trading and risk go on."""
+    t = cfg["telegram"]
+    if not t["enabled"]:
+        return None
+    if not os.environ.get(t["token_env"]):
+        log.error("[telegram] enabled but $%s is empty: no bot", t["token_env"])
+        return None
+    from vigil.bot import Bot
+    bot = Bot(cfg, orch)
+    await bot.start()
+    return bot

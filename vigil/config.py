@@ -5,6 +5,8 @@ import importlib
 
 TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
 
+INTS = "integers"  # a comma-separated list of integers, such as Telegram chat ids
+
 # (type, default, low, high, help). type: int, float, bool, str, list, or a tuple of choices.
 # Strategy sections are not here: each strategy module declares its own PARAMS in this same form,
 # so adding or deleting a strategy touches only its file and the config.
@@ -54,6 +56,16 @@ TABLE = {
         "max_open_positions": (int, 6, 1, 1000, "open positions at once"),
         "daily_loss": (float, 0.03, 0.001, 1.0, "UTC-day loss / equity that blocks new entries"),
         "min_notional": (float, 10.0, 0.0, 1e9, "smallest order notional"),
+    },
+    "telegram": {
+        "enabled": (bool, False, None, None, "run the Telegram bot"),
+        "token_env": (str, "VIGIL_TELEGRAM_TOKEN", None, None, "environment variable holding the bot token"),
+        "api_url": (str, "https://api.telegram.org", None, None, "Bot API server (self-hosted ones work too)"),
+        "chat_ids": (INTS, [], None, None, "chats allowed to command and to receive alerts"),
+        "user_ids": (INTS, [], None, None, "users allowed to command (both chat and user must match)"),
+        "allow_groups": (bool, False, None, None, "accept commands in group chats"),
+        "poll_timeout": (int, 10, 0, 60, "long-poll seconds of getUpdates"),
+        "daily_summary_hour": (int, 8, 0, 23, "UTC hour of the daily summary"),
     },
     "fills": {
         "maker_fee": (float, 0.0002, -0.001, 0.01, "maker fee rate"),
@@ -137,6 +149,11 @@ def _value(section, key, spec, raw):
         raise ConfigError(f"{where}: '{raw}' is not true or false")
     if kind is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if kind is INTS:
+        try:
+            return [int(item) for item in raw.split(",") if item.strip()]
+        except ValueError:
+            raise ConfigError(f"{where}: '{raw}' is not a comma-separated list of integers") from None
     if kind is str:
         return raw
     try:

@@ -53,7 +53,7 @@ class Executor:
         self.db.save_position(position)
         return position
 
-    async def close(self, position, cycle, now, reason, strategy=None):
+    async def close(self, position, cycle, now, reason, strategy=None, force=False):
         """Sends reduce-only orders for every leg; a partly filled exit leaves the rest open."""
         fills_by_leg = []
         for i, leg in enumerate(position["legs"]):
@@ -61,7 +61,7 @@ class Executor:
             order = self._order(cycle, {"id": f"{position['id']}:exit", "strategy": strategy or position["strategy"]},
                                 position["id"], i, leg["venue"], leg["symbol"], side, leg["market"],
                                 leg["qty"], "close", True)
-            fills_by_leg.append(await self._send(order, now))
+            fills_by_leg.append(await self._send(order, now, force))
         if not any(fills_by_leg):
             return position
         position = tracker.close_position(position, fills_by_leg, now, reason)
@@ -78,8 +78,8 @@ class Executor:
             "fee": 0.0, "fee_ccy": "USDT", "exchange_id": None, "error": None, "created_at": 0,
         })
 
-    async def _send(self, order, now):
-        if self.is_halted():
+    async def _send(self, order, now, force=False):
+        if self.is_halted() and not force:
             raise Halted(f"halted before order {order['id']}")
         existing = self.db.order(order["id"])
         if existing is not None:

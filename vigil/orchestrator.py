@@ -38,6 +38,9 @@ class Orchestrator:
         self.listeners = []  # callables(kind, text) for alerts, e.g. the Telegram bot
         self.on_cycle = []  # callables(CycleRecord) after each recorded cycle, e.g. the watchdog
         self.on_inputs = []  # callables(inputs) before the decisions, e.g. the flight recorder
+        self.trading = asyncio.Lock()  # execute+track and a flatten never interleave their orders
+        self.feed_errors = set()
+        self.failing = set()
 
     def _open_positions(self):
         return {p["id"]: p for p in self.db.positions() if p["status"] != "closed"}
@@ -57,6 +60,17 @@ class Orchestrator:
         self.halt = None
         self.db.put("halt", None)
         self.alert("resume", "resumed")
+
+    async def flatten(self):
+        """Closes every position now, even while halted (an explicit operator order); returns (closed, left)."""
+        async with self.trading:
+            now = self.last["started_at"] if self.last else int(time.time() * 1000)
+            closed = 0
+            for position in list(self.positions.values()):
+                position = await self.executor.close(position, self.cycle_n, now, "flatten", "flatten", force=True)
+                self._book(position)
+                closed += position["status"] == "closed"
+            return closed, len(self.positions)
 
     def paused(self):
         return set(self.db.get("paused") or [])
@@ -158,7 +172,26 @@ class Orchestrator:
         verdicts = decide(self.cfg, self.strategies, inputs, rec, self._step,
                           lambda kind, items: self._save(n, kind, items))
         self._veto(inputs["veto"], rec["veto"])
+        self._alert_changes(rec)
+        async with self.trading:
+            await self._execute_and_track(n, now, rec, verdicts, feeds, prices)
 
+    def _alert_changes(self, rec):
+        """Strategies failing and feeds going down are alerted when they start, and when they recover."""
+        failing = {name for name, what in rec["strategies"].items() if what.startswith("error:")}
+        for name in sorted(failing - self.failing):
+            self.alert("error", f"strategy {name} failed: {rec['strategies'][name][7:]}")
+        for name in sorted(self.failing - failing):
+            self.alert("error", f"strategy {name} works again")
+        self.failing = failing
+        down = {k for k, err in rec["feeds"].items() if err}
+        for k in sorted(down - self.feed_errors):
+            self.alert("feed", f"feed {k} down: {rec['feeds'][k]}")
+        for k in sorted(self.feed_errors - down):
+            self.alert("feed", f"feed {k} back")
+        self.feed_errors = down
+
+    async def _execute_and_track(self, n, now, rec, verdicts, feeds, prices):
         self._step("execute")
         for verdict, trade in verdicts:
             if trade is None:

@@ -1,0 +1,202 @@
+import asyncio
+import time
+
+import pytest
+
+from fake_telegram import FakeBotAPI
+from vigil import cli, config
+from vigil.bot import Bot
+
+OPERATOR, GROUP, STRANGER = 1, -100, 7
+
+
+def make(tmp_path, api, monkeypatch, extra=""):
+    monkeypatch.setenv("VIGIL_TELEGRAM_TOKEN", api.token)
+    path = tmp_path / "v.cfg"
+    path.write_text(f"[vigil]\ndb = {tmp_path}/v.db\nconsole = false\n"
+                    f"[telegram]\nenabled = true\napi_url = {api.url}\nchat_ids = {OPERATOR}, {GROUP}\n"
+                    f"user_ids = {OPERATOR}\nallow_groups = true\npoll_timeout = 1\n{extra}")
+    cfg = config.load(path)
+    return cfg, cli.build(cfg)
+
+
+async def until(predicate, timeout=10.0):
+    """Yields to the loop until predicate() holds; the bot and the loop share this event loop."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.01)
+
+
+def replies(api, chat, since):
+    """What the bot answered in chat since message index since; alert batches start with '[kind]'."""
+    return [t for c, t, _ in api.sent[since:] if c == chat and not t.startswith("[")]
+
+
+async def ask(api, text, chat=OPERATOR, user=OPERATOR, chat_type="private"):
+    before = len(api.sent)
+    api.message(text, chat, user, chat_type)
+    await until(lambda: replies(api, chat, before))
+    return replies(api, chat, before)[0]
+
+
+def test_every_command_answers(tmp_path, monkeypatch):
+    with FakeBotAPI() as api:
+        cfg, orch = make(tmp_path, api, monkeypatch)
+
+        async def go():
+            await orch.run(cycles=1500, interval=0)
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                assert [c["command"] for c in api.commands] == list(bot.commands)
+                help_text = await ask(api, "/help")
+                for name, (_, text) in bot.commands.items():
+                    assert f"/{name} - {text}" in help_text
+                status = await ask(api, "/status")
+                assert "mode sim | running" in status and "last cycle #1500" in status and "feeds:" in status
+                assert "BTC/USDT" in status
+                assert "[" in await ask(api, "/positions") or orch.positions == {}
+                pnl = await ask(api, "/pnl")
+                assert "momentum:" in pnl and "win" in pnl and "Sharpe" in pnl
+                trades = (await ask(api, "/trades 3")).splitlines()
+                assert len(trades) == 3 and "pnl" in trades[0]
+                why = await ask(api, "/why")
+                assert why.startswith("cycle #1500") and "sentiment_veto:" in why and "veto:" in why
+                assert await ask(api, "/pause momentum") == "momentum paused"
+                assert "momentum" in orch.paused()
+                assert "no strategy 'nope'" in await ask(api, "/pause nope")
+                assert await ask(api, "/unpause momentum") == "momentum unpaused"
+                assert "In flight: idle" in await ask(api, "/kill")
+                assert orch.is_halted()
+                assert "resumed" in await ask(api, "/resume")
+                assert not orch.is_halted()
+            finally:
+                await bot.stop()
+        asyncio.run(go())
+
+
+def test_strangers_get_nothing(tmp_path, monkeypatch):
+    with FakeBotAPI() as api:
+        cfg, orch = make(tmp_path, api, monkeypatch)
+
+        async def go():
+            await orch.run(cycles=5, interval=0)
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                await until(lambda: not orch.db.unsent_alerts())  # startup alerts out of the way
+                sent = len(api.sent)
+                api.message("/status", chat=99, user=OPERATOR)  # a chat that is not configured
+                api.message("/kill", chat=GROUP, user=STRANGER, chat_type="group")  # a stranger in our group
+                api.message("/help", chat=STRANGER, user=STRANGER)
+                assert await ask(api, "/status", chat=GROUP, user=OPERATOR, chat_type="group")
+                answered = [c for c, t, _ in api.sent[sent:] if not t.startswith("[")]
+                assert answered == [GROUP]  # only the operator's answer
+                assert not orch.is_halted()
+            finally:
+                await bot.stop()
+        asyncio.run(go())
+
+
+class Gate:
+    """A broker that parks the first order until released, so /kill lands mid-execute."""
+
+    def __init__(self, broker):
+        self.broker, self.placed, self.release, self.parked = broker, [], asyncio.Event(), asyncio.Event()
+
+    async def place(self, order):
+        self.placed.append((order["id"], time.perf_counter()))
+        if len(self.placed) == 1:
+            self.parked.set()
+            await self.release.wait()
+        return await self.broker.place(order)
+
+
+def test_kill_mid_execute_sends_nothing_more_and_survives_a_restart(tmp_path, monkeypatch):
+    with FakeBotAPI() as api:
+        cfg, orch = make(tmp_path, api, monkeypatch)
+        gate = Gate(orch.executor.broker)
+        orch.executor.broker = gate
+        halted_at = []
+        orch.listeners.append(lambda kind, text: kind == "halt" and halted_at.append(time.perf_counter()))
+
+        async def go():
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                loop = asyncio.create_task(orch.run(cycles=3, interval=0))
+                await gate.parked.wait()  # cycle 1 approved a two-leg spread; leg 0 is at the exchange
+                reply = await ask(api, "/kill")
+                assert "HALTED. In flight: execute" in reply
+                gate.release.set()
+                await loop
+            finally:
+                await bot.stop()
+        asyncio.run(go())
+        assert len(gate.placed) == 1 and gate.placed[0][1] < halted_at[0]
+        # The leg that filled before the halt is on the books, not lost.
+        assert len(orch.db.positions("open")) == 1 and len(orch.db.positions("open")[0]["legs"]) == 1
+        orch.db.close()
+        again = cli.build(config.load(tmp_path / "v.cfg"))
+        assert again.is_halted()
+        asyncio.run(again.run(cycles=2, interval=0))
+        assert again.db.counts()["orders"] == 1  # still halted after the restart: no new order
+
+
+def test_flatten_needs_confirmation(tmp_path, monkeypatch):
+    with FakeBotAPI() as api:
+        cfg, orch = make(tmp_path, api, monkeypatch)
+
+        async def go():
+            await orch.run(cycles=3, interval=0)
+            assert orch.positions
+            orch.kill("test")  # flatten works while halted: it is the operator's explicit order
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                asked = await ask(api, "/flatten")
+                assert "Press the button or send /flatten again" in asked
+                assert api.sent[-1][2]["inline_keyboard"][0][0]["callback_data"] == "flatten"
+                assert orch.positions
+                before = len(api.sent)
+                api.press("flatten")
+                await until(lambda: any(t.startswith("flatten:") for t in replies(api, OPERATOR, before)))
+                assert "closed, 0 still open" in replies(api, OPERATOR, before)[-1] and not orch.positions
+                assert api.answered
+                assert "expired" in (await ask_press(api, "flatten"))
+            finally:
+                await bot.stop()
+
+        async def ask_press(api, data):
+            before = len(api.sent)
+            api.press(data)
+            await until(lambda: replies(api, OPERATOR, before))
+            return replies(api, OPERATOR, before)[-1]
+        asyncio.run(go())
+
+
+def test_alerts_survive_an_outage_and_rate_limits_in_order(tmp_path, monkeypatch):
+    with FakeBotAPI() as api:
+        cfg, orch = make(tmp_path, api, monkeypatch)
+
+        async def go():
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                await until(lambda: not orch.db.unsent_alerts())
+                api.down = True
+                for i in range(5):
+                    orch.alert("test", f"alert {i} while down")
+                await asyncio.sleep(0.3)  # the sender meets the outage and backs off
+                assert not any("while down" in t for t in api.texts())
+                api.down = False
+                api.throttle = 1  # the first send after the outage is told to wait (429)
+                await until(lambda: not orch.db.unsent_alerts(), timeout=20)
+            finally:
+                await bot.stop()
+        asyncio.run(go())
+        lines = [line for t in api.texts(OPERATOR) for line in t.splitlines() if "while down" in line]
+        assert lines == [f"[test] alert {i} while down" for i in range(5)]
+        assert [line for t in api.texts(GROUP) for line in t.splitlines() if "while down" in line] == lines

@@ -1,0 +1,291 @@
+"""Runs the Telegram control surface (commands and alerts) inside the orchestrator's event loop."""
+import asyncio
+import logging
+import os
+import time
+
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import NetworkError, RetryAfter, TelegramError
+from telegram.ext import ApplicationBuilder, CallbackQueryHandler, CommandHandler
+
+from vigil import performance
+
+log = logging.getLogger("vigil.bot")
+CONFIRM_S = 60
+MAX_TEXT = 3800  # Telegram allows 4096 characters; leave room
+
+
+class Bot:
+    """Deny by default: only configured chats and users get any answer at all."""
+
+    def __init__(self, cfg, orch):
+        self.cfg, self.orch, self.db = cfg, orch, orch.db
+        t = cfg["telegram"]
+        self.chats = {int(c) for c in t["chat_ids"]}
+        self.users = {int(u) for u in t["user_ids"]}
+        self.allow_groups = t["allow_groups"]
+        self.pending_flatten = {}  # chat id -> time the confirmation was asked
+        self.wake = asyncio.Event()
+        self.tasks = []
+        self.stopping = False
+        # One table: handler and help text, used for set_my_commands and /help alike.
+        self.commands = {
+            "status": (self.status, "mode, halt, last cycle, equity, market state, feeds"),
+            "positions": (self.positions, "open positions"),
+            "pnl": (self.pnl, "per strategy: trades, win rate, Sharpe, PnL"),
+            "trades": (self.trades, "last closed trades: /trades [n]"),
+            "why": (self.why, "the last cycle's decisions and reasons"),
+            "kill": (self.kill, "halt now, mid-cycle; stays halted after a restart"),
+            "resume": (self.resume, "lift the halt"),
+            "flatten": (self.flatten, "close every position (asks to confirm)"),
+            "pause": (self.pause, "pause a strategy: /pause NAME"),
+            "unpause": (self.unpause, "unpause a strategy: /unpause NAME"),
+            "help": (self.help, "this list"),
+        }
+        api = t["api_url"].rstrip("/")
+        token = os.environ.get(t["token_env"], "")
+        self.app = (ApplicationBuilder().token(token).base_url(f"{api}/bot").base_file_url(f"{api}/file/bot")
+                    .get_updates_read_timeout(t["poll_timeout"] + 10).build())
+        for name, (handler, _) in self.commands.items():
+            self.app.add_handler(CommandHandler(name, self._guard(handler)))
+        self.app.add_handler(CallbackQueryHandler(self._guard(self.confirm)))
+        orch.listeners.append(lambda kind, text: self.wake.set())
+
+    # --- life cycle ------------------------------------------------------------------------------
+    async def start(self):
+        """Starts polling and the alert sender; a Telegram failure is logged and trading goes on."""
+        try:
+            await self._start_app()
+        except TelegramError as e:
+            log.error("telegram unavailable at start (%s); alerts stay queued in the database", e)
+            self.tasks.append(asyncio.create_task(self._retry_start()))
+        self.tasks.append(asyncio.create_task(self._send_alerts()))
+        self.tasks.append(asyncio.create_task(self._daily_summary()))
+
+    async def _start_app(self):
+        await self.app.initialize()  # getMe; returns at once when already done
+        await self.app.bot.set_my_commands([BotCommand(n, h) for n, (_, h) in self.commands.items()])
+        if not self.app.running:
+            await self.app.start()
+        await self.app.updater.start_polling(poll_interval=0.0, timeout=self.cfg["telegram"]["poll_timeout"])
+
+    async def _retry_start(self):
+        while not self.stopping:
+            await asyncio.sleep(30)
+            try:
+                await self._start_app()
+                return
+            except TelegramError as e:
+                log.warning("telegram still unavailable: %s", e)
+
+    async def stop(self):
+        # A flag, not only cancel(): a cancel landing inside an HTTP call can come back as a NetworkError.
+        self.stopping = True
+        self.wake.set()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.wait(self.tasks, timeout=5)
+        try:
+            await self._flush_alerts()  # the shutdown alert goes out if Telegram answers; else it stays queued
+            if self.app.updater.running:
+                await self.app.updater.stop()
+            if self.app.running:
+                await self.app.stop()
+            await self.app.shutdown()
+        except TelegramError as e:
+            log.warning("telegram stop: %s", e)
+
+    # --- authorization -----------------------------------------------------------------------------
+    def allowed(self, update):
+        chat, user = update.effective_chat, update.effective_user
+        if chat is None or user is None:
+            return False
+        if chat.type != "private" and not self.allow_groups:
+            return False
+        return chat.id in self.chats and user.id in self.users
+
+    def _guard(self, handler):
+        async def guarded(update: Update, context):
+            if not self.allowed(update):
+                # No answer at all: an unknown sender must not learn what this bot is.
+                chat = update.effective_chat.id if update.effective_chat else None
+                user = update.effective_user.id if update.effective_user else None
+                log.warning("ignored update from chat %s user %s", chat, user)
+                return
+            await handler(update, context)
+        return guarded
+
+    async def _reply(self, update, text, markup=None):
+        await update.effective_chat.send_message(text[:MAX_TEXT], reply_markup=markup)
+
+    # --- commands ----------------------------------------------------------------------------------
+    async def status(self, update, context):
+        o, rec = self.orch, self.orch.last
+        lines = [f"mode {self.cfg['vigil']['mode']} | "
+                 + (f"HALTED: {o.halt['reason']}" if o.halt else "running"),
+                 f"equity {o.equity():.2f} | open positions {len(o.positions)}"]
+        if rec:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec["started_at"] / 1000))
+            lines.append(f"last cycle #{rec['n']} at {stamp} UTC took {rec['duration_ms']:.1f} ms")
+            lines.append("state: " + ", ".join(f"{s} {v}" for s, v in rec["states"].items()))
+            lines.append("feeds: " + ", ".join(f"{k} {'ok' if err is None else 'DOWN (' + err + ')'}"
+                                                for k, err in rec["feeds"].items()))
+            if rec["veto"]:
+                lines.append(f"veto: {rec['veto']['reason']}")
+        else:
+            lines.append("no cycle yet")
+        paused = o.paused()
+        if paused:
+            lines.append("paused: " + ", ".join(sorted(paused)))
+        await self._reply(update, "\n".join(lines))
+
+    async def positions(self, update, context):
+        rows = []
+        for p in self.orch.positions.values():
+            legs = "; ".join(f"{leg['side']} {leg['qty']:g} {leg['symbol']}@{leg['venue']} "
+                             f"in {leg['entry']:.2f} now {leg['mark']:.2f}" for leg in p["legs"])
+            rows.append(f"{p['id']} [{p['strategy']}] {legs} | pnl {p['unrealized_pnl']:+.2f} "
+                        f"funding {p['funding']:+.2f}{' CLOSING' if p['status'] == 'closing' else ''}")
+        await self._reply(update, "\n".join(rows) or "no open positions")
+
+    async def pnl(self, update, context):
+        enabled = self.cfg["strategies"]["enabled"]
+        capital = self.cfg["vigil"]["starting_equity"] / max(1, len(enabled))
+        stats = performance.summary(self.db.closed_positions(), capital)
+        rows = [f"{name}: {f['trades']} trades, win {f['win_rate']:.0%}, Sharpe "
+                f"{'-' if f['sharpe'] is None else format(f['sharpe'], '.2f')}, net {f['net_pnl']:+.2f}"
+                for name, f in stats.items()]
+        await self._reply(update, "\n".join(rows) or "no closed trades yet")
+
+    async def trades(self, update, context):
+        n = int(context.args[0]) if context.args and context.args[0].isdigit() else 10
+        rows = [f"{p['id']} [{p['strategy']}] {p['side']} {p['symbol']}: {p['close_reason']}, "
+                f"pnl {p['realized_pnl']:+.2f}" for p in self.db.closed_positions(limit=min(n, 50))]
+        await self._reply(update, "\n".join(rows) or "no closed trades yet")
+
+    async def why(self, update, context):
+        rec = self.orch.last
+        if not rec:
+            await self._reply(update, "no cycle yet")
+            return
+        lines = [f"cycle #{rec['n']}"]
+        lines += [f"{name}: {what}" for name, what in rec["strategies"].items()]
+        lines.append(f"veto: {rec['veto']['reason'] if rec['veto'] else 'none'}")
+        for v in rec["verdicts"]:
+            failed = [f"{c['name']} {c['value']} > {c['limit']}" if c["limit"] is not None else c["name"]
+                      for c in v["checks"] if not c["ok"]]
+            lines.append(f"{v['proposal_id']}: {v['reason']}" + (f" (failed: {', '.join(failed)})" if failed else ""))
+        lines += rec["notes"]
+        await self._reply(update, "\n".join(lines))
+
+    async def kill(self, update, context):
+        halt = self.orch.kill(f"/kill from user {update.effective_user.id}")
+        await self._reply(update, f"HALTED. In flight: {halt['in_flight']}. No order will be sent until /resume.")
+
+    async def resume(self, update, context):
+        self.orch.resume()
+        await self._reply(update, "resumed: trading goes on from the next cycle")
+
+    async def flatten(self, update, context):
+        chat = update.effective_chat.id
+        asked = self.pending_flatten.get(chat)
+        if asked and time.monotonic() - asked <= CONFIRM_S:
+            await self._do_flatten(update)
+            return
+        self.pending_flatten[chat] = time.monotonic()
+        button = InlineKeyboardMarkup([[InlineKeyboardButton("Close every position", callback_data="flatten")]])
+        await self._reply(update, f"Close all {len(self.orch.positions)} open positions? Press the button or "
+                                  f"send /flatten again within {CONFIRM_S} s.", button)
+
+    async def confirm(self, update, context):
+        query = update.callback_query
+        await query.answer()
+        asked = self.pending_flatten.get(update.effective_chat.id)
+        if query.data == "flatten" and asked and time.monotonic() - asked <= CONFIRM_S:
+            await self._do_flatten(update)
+        else:
+            await self._reply(update, "that confirmation expired; send /flatten again")
+
+    async def _do_flatten(self, update):
+        self.pending_flatten.pop(update.effective_chat.id, None)
+        closed, left = await self.orch.flatten()
+        await self._reply(update, f"flatten: {closed} closed, {left} still open"
+                                  + (" (exits retried next cycle)" if left else ""))
+
+    async def pause(self, update, context):
+        await self._set_paused(update, context, True)
+
+    async def unpause(self, update, context):
+        await self._set_paused(update, context, False)
+
+    async def _set_paused(self, update, context, on):
+        name = context.args[0] if context.args else ""
+        try:
+            self.orch.set_paused(name, on)
+        except KeyError:
+            await self._reply(update, f"no strategy '{name}'; running: {', '.join(self.orch.strategies)}")
+            return
+        await self._reply(update, f"{name} {'paused' if on else 'unpaused'}")
+
+    async def help(self, update, context):
+        await self._reply(update, "\n".join(f"/{n} - {h}" for n, (_, h) in self.commands.items()))
+
+    # --- alerts ------------------------------------------------------------------------------------
+    async def _send_alerts(self):
+        """Sends queued alerts in order, marking them sent only after every chat got them."""
+        backoff = 1.0
+        while not self.stopping:
+            try:
+                if await self._flush_alerts():
+                    backoff = 1.0
+                    continue
+            except RetryAfter as e:
+                wait = e.retry_after
+                await asyncio.sleep(wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait))
+                continue
+            except NetworkError as e:  # includes timeouts and a Bot API that is down: keep the queue
+                log.warning("alerts not sent, retrying in %.0fs: %s", backoff, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), 5.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _flush_alerts(self):
+        rows = self.db.unsent_alerts()
+        if not rows:
+            return False
+        batch, size = [], 0
+        for alert_id, ts, kind, text in rows:  # several alerts in one message: fewer calls, same order
+            line = f"[{kind}] {text}"
+            if batch and size + len(line) > MAX_TEXT:
+                break
+            batch.append((alert_id, line[:MAX_TEXT]))
+            size += len(line) + 1
+        message = "\n".join(line for _, line in batch)
+        for chat in sorted(self.chats):
+            await self.app.bot.send_message(chat, message)
+        with self.db.tx():
+            for alert_id, _ in batch:
+                self.db.mark_alert_sent(alert_id)
+        return True
+
+    async def _daily_summary(self):
+        hour = self.cfg["telegram"]["daily_summary_hour"]
+        while not self.stopping:
+            now = time.gmtime()
+            day = time.strftime("%Y-%m-%d", now)
+            if now.tm_hour >= hour and self.db.get("summary_day") != day:
+                self.db.put("summary_day", day)
+                enabled = self.cfg["strategies"]["enabled"]
+                stats = performance.summary(self.db.closed_positions(),
+                                            self.cfg["vigil"]["starting_equity"] / max(1, len(enabled)))
+                total = sum(f["net_pnl"] for f in stats.values())
+                self.orch.alert("summary", f"daily summary {day}: equity {self.orch.equity():.2f}, "
+                                           f"{len(self.orch.positions)} open, net PnL {total:+.2f} over "
+                                           f"{sum(f['trades'] for f in stats.values())} trades"
+                                           f"{', HALTED' if self.orch.halt else ''}")
+            await asyncio.sleep(60)
