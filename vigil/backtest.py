@@ -49,11 +49,20 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr):
     source = BacktestSource(cfg, data, rates)
     orch = Orchestrator(cfg, db, source, SimBroker(source, cfg["fills"]), console=lambda line: None)
     total, started = source.cycles(), time.time()
-    curve = []
+    exposure = {"sum": 0.0, "max": 0.0, "in": 0, "n": 0}
+    curve_file = open(equity_csv, "w", newline="") if equity_csv else None
+    curve = csv.writer(curve_file) if curve_file else None
+    if curve:
+        curve.writerow(["time_ms", "equity", "gross_exposure"])
 
     def sample(rec):
+        """Streams the equity curve to its file and keeps only running exposure figures in memory."""
         gross = sum(leg["qty"] * leg["mark"] for p in orch.positions.values() for leg in p["legs"])
-        curve.append((rec["started_at"], rec["equity"], gross))
+        if curve:
+            curve.writerow((rec["started_at"], rec["equity"], gross))
+        share = gross / rec["equity"] if rec["equity"] > 0 else 0.0
+        exposure.update(sum=exposure["sum"] + share, max=max(exposure["max"], share), n=exposure["n"] + 1,
+                        **{"in": exposure["in"] + (share > 0)})
         if progress and (rec["n"] % 2000 == 0 or rec["n"] == total):
             done = rec["n"] / max(total, 1)
             rate = rec["n"] / max(time.time() - started, 1e-9)
@@ -62,28 +71,24 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr):
             progress.flush()
     orch.on_cycle.append(sample)
     asyncio.run(orch.run(cycles=total, interval=0))
+    if curve_file:
+        curve_file.close()
     if progress:
         progress.write("\n")
     out = report.build(db, cfg)
     closed = db.closed_positions()
-    exposure = [g / e for _, e, g in curve if e > 0]
     out["backtest"] = {
         "candles": {s: len(c) for s, c in data.items()}, "cycles": total,
         "from": min(int(c[0, 0]) for c in data.values()) if total else None,
         "to": max(int(c[-1, 0]) for c in data.values()) if total else None,
         "gaps": {s: [{"from": ts, "bars": n} for ts, n in g] for s, g in found_gaps.items()},
         "fees_paid": sum(p["fees"] for p in closed), "funding": sum(p["funding"] for p in closed),
-        "exposure": {"mean": sum(exposure) / len(exposure) if exposure else 0.0,
-                     "max": max(exposure, default=0.0),
-                     "time_in_market": sum(1 for x in exposure if x > 0) / len(exposure) if exposure else 0.0},
+        "exposure": {"mean": exposure["sum"] / max(exposure["n"], 1), "max": exposure["max"],
+                     "time_in_market": exposure["in"] / max(exposure["n"], 1)},
         "seconds": round(time.time() - started, 3),
         "funding_history": sorted(rates) or "none: funding strategies stay idle",
     }
     if equity_csv:
-        with open(equity_csv, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["time_ms", "equity", "gross_exposure"])
-            w.writerows(curve)
         out["backtest"]["equity_csv"] = equity_csv
     db.close()
     if tmp:

@@ -1,6 +1,8 @@
 """Reads candle history files (Binance kline CSV dumps, plain, zipped or gzipped, and ccxt OHLCV JSON)."""
+import array
 import csv
 import gzip
+import itertools
 import io
 import json
 import pathlib
@@ -48,10 +50,13 @@ def read_file(path):
                 raise CandleFileError(f"{name}:{e.lineno}: not valid JSON ({e.msg})") from None
         return _check(name, [(i + 1, r) for i, r in enumerate(rows)])
     with _text(path) as f:
-        rows = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if r]
-    if rows and not _is_number(rows[0][1][0]):
-        rows = rows[1:]  # the header line of newer dumps
-    return _check(name, rows)
+        rows = ((i + 1, r) for i, r in enumerate(csv.reader(f)) if r)
+        first = next(rows, None)
+        if first is None:
+            return np.empty((0, 6))
+        if not _is_number(first[1][0]):
+            return _check(name, rows)  # the header line of newer dumps
+        return _check(name, itertools.chain([first], rows))
 
 
 def _is_number(s):
@@ -63,8 +68,10 @@ def _is_number(s):
 
 
 def _check(name, rows):
-    out = np.empty((len(rows), 6))
-    for k, (line, r) in enumerate(rows):
+    """Streams rows into a flat array: a year of 1-minute rows never sits in memory as strings."""
+    flat = array.array("d")
+    prev = None
+    for line, r in rows:
         try:
             if len(r) < 6:
                 raise ValueError(f"expected at least 6 columns, got {len(r)}")
@@ -77,11 +84,12 @@ def _check(name, rows):
         o, h, l, c, v = values
         if not (l <= min(o, c) and h >= max(o, c) and l > 0 and v >= 0):
             raise CandleFileError(f"{name}:{line}: inconsistent candle o={o} h={h} l={l} c={c} v={v}")
-        if k and ts <= out[k - 1, 0]:
-            what = "duplicate timestamp" if ts == out[k - 1, 0] else "timestamps out of order"
-            raise CandleFileError(f"{name}:{line}: {what} {ts} after {int(out[k - 1, 0])}")
-        out[k] = (ts, o, h, l, c, v)
-    return out
+        if prev is not None and ts <= prev:
+            what = "duplicate timestamp" if ts == prev else "timestamps out of order"
+            raise CandleFileError(f"{name}:{line}: {what} {ts} after {prev}")
+        prev = ts
+        flat.extend((ts, o, h, l, c, v))
+    return np.frombuffer(flat, dtype=float).reshape(-1, 6).copy()
 
 
 def load(path, symbols=None):
