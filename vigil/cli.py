@@ -106,6 +106,10 @@ def _two_keys(cfg, args):
         raise UsageError("[vigil] mode: live needs --live on the command line as the second key")
     if args.live and mode != "live":
         raise UsageError(f"--live: [vigil] mode is {mode}, not live; refusing to guess")
+    if mode != "sim":
+        # Never fall back to simulated data silently: a paper or live run must be what it says.
+        raise UsageError(f"[vigil] mode: {mode} needs the exchange data feeds and broker, which this version "
+                         "does not ship yet; use mode = sim")
 
 
 def check(cfg):
