@@ -1,4 +1,6 @@
 """Opens a delta-neutral two-venue perpetual spread when funding diverges enough to pay for itself, and closes it when the edge goes."""
+from vigil import schemas
+
 PARAMS = {
     "entry_apr": (float, 0.25, 0.0, 10.0, "net annualized funding spread to open (0.25 = 25%)"),
     "exit_apr": (float, 0.05, -1.0, 10.0, "close when the annualized spread falls below this"),
@@ -22,7 +24,7 @@ def propose(ctx):
     for position in ctx["positions"]:
         exit_reason = _exit(position, feed["data"].get(position["symbol"], {}), params)
         if exit_reason:
-            return _close(ctx, position, exit_reason)
+            return schemas.exit_proposal(ctx, position, exit_reason)
     held = {p["symbol"] for p in ctx["positions"]}
     cost = 4 * (params["fee_rate"] + params["slippage"]) * 365 / params["hold_days"]
     best, why = None, "no symbol with funding on two venues"
@@ -46,12 +48,9 @@ def propose(ctx):
     reason = (f"{symbol} funding pays {annualized(rates[high]):.1%} a year on {high} against "
               f"{annualized(rates[low]):.1%} on {low}: {net:.1%} net of fees and slippage, so short {high} "
               f"and long {low}")
-    return {"id": f"{ctx['cycle']}:{name}:{symbol}:open", "strategy": name, "symbol": symbol, "side": "buy",
-            "kind": "spread", "intent": "open", "position_id": None, "legs": legs,
-            "confidence": min(1.0, net / (4 * params["entry_apr"]) if params["entry_apr"] else 1.0),
-            "entry": rates[low]["mark"], "stop": None, "target": None, "max_hold_s": params["max_hold_s"],
-            "reason": reason, "created_at": ctx["now"]}
-
+    confidence = net / (4 * params["entry_apr"]) if params["entry_apr"] else 1.0
+    return schemas.proposal(ctx, symbol, "buy", legs, rates[low]["mark"], None, None, confidence, reason,
+                            kind="spread", max_hold_s=params["max_hold_s"])
 
 def _exit(position, rates, params):
     """The spread as held (short leg's funding minus long leg's) has compressed or flipped."""
@@ -68,11 +67,3 @@ def _exit(position, rates, params):
         return f"funding spread compressed to {spread:.1%} a year, below the {params['exit_apr']:.0%} exit threshold"
     return None
 
-
-def _close(ctx, position, reason):
-    legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": "sell" if leg["side"] == "buy" else "buy",
-             "market": leg["market"]} for leg in position["legs"]]
-    return {"id": f"{ctx['cycle']}:{ctx['name']}:{position['symbol']}:close", "strategy": ctx["name"],
-            "symbol": position["symbol"], "side": legs[0]["side"], "kind": "spread", "intent": "close",
-            "position_id": position["id"], "legs": legs, "confidence": 1.0, "entry": position["legs"][0]["mark"],
-            "stop": None, "target": None, "max_hold_s": 0, "reason": reason, "created_at": ctx["now"]}

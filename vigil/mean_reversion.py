@@ -1,5 +1,5 @@
 """Fades a ranging symbol's overextension from its moving average, and exits when the range ends."""
-from vigil import indicators
+from vigil import indicators, scan, schemas
 
 PARAMS = {
     "ma_bars": (int, 40, 5, 1000, "moving average and deviation window in bars"),
@@ -14,36 +14,19 @@ PARAMS = {
 
 def propose(ctx):
     name, params = ctx["name"], ctx["params"]
-    candles = ctx["snapshot"]["feeds"]["candles"]
     for p in ctx["positions"]:
         state = ctx["market_state"][p["symbol"]]["state"]
         if state not in ("ranging", "unknown") and p["status"] == "open":
-            return _close(ctx, p, f"{p['symbol']} is {state} now, so the range it was faded in is gone")
-    if not candles["ok"]:
-        return {"strategy": name, "reason": f"candles feed unavailable: {candles['error']}"}
-    held = {p["symbol"] for p in ctx["positions"]}
-    best, why = None, "no ranging symbol"
-    for symbol in ctx["symbols"]:
-        if ctx["market_state"][symbol]["state"] != "ranging" or symbol in held:
-            continue
-        c = candles["data"].get(ctx["trade_venue"], {}).get(symbol)
-        if c is None or len(c) < max(params["ma_bars"], params["rsi_period"], params["atr_period"]) + 2:
-            why = f"not enough {symbol} candles"
-            continue
-        signal = _overextended(symbol, c, params)
-        if signal and (best is None or signal[0] > best[0]):
-            best = signal
-        elif not signal:
-            why = "no overextension beyond the entry band"
+            return schemas.exit_proposal(ctx, p, f"{p['symbol']} is {state} now, so the range it was faded in is gone")
+    need = max(params["ma_bars"], params["rsi_period"], params["atr_period"]) + 2
+    best, why = scan.strongest(ctx, "ranging", need, lambda symbol, c: _overextended(symbol, c, params),
+                               "no overextension beyond the entry band")
     if best is None:
         return {"strategy": name, "reason": why}
     z, symbol, side, entry, stop, target, reason = best
-    return {"id": f"{ctx['cycle']}:{name}:{symbol}:open", "strategy": name, "symbol": symbol, "side": side,
-            "kind": "directional", "intent": "open", "position_id": None,
-            "legs": [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}],
-            "confidence": min(1.0, z / 4), "entry": entry, "stop": stop, "target": target,
-            "max_hold_s": params["max_hold_s"], "reason": reason, "created_at": ctx["now"]}
-
+    legs = [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}]
+    return schemas.proposal(ctx, symbol, side, legs, entry, stop, target, z / 4, reason,
+                            max_hold_s=params["max_hold_s"])
 
 def _overextended(symbol, c, params):
     close = c[:, 4]
@@ -67,12 +50,3 @@ def _overextended(symbol, c, params):
               f"its {params['ma_bars']}-bar average {ma:,.2f} with RSI {rsi:.0f} in a ranging market")
     return abs(z), symbol, side, entry, stop, ma, reason
 
-
-def _close(ctx, position, reason):
-    legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": "sell" if leg["side"] == "buy" else "buy",
-             "market": leg["market"]} for leg in position["legs"]]
-    return {"id": f"{ctx['cycle']}:{ctx['name']}:{position['symbol']}:close", "strategy": ctx["name"],
-            "symbol": position["symbol"], "side": legs[0]["side"], "kind": position["kind"], "intent": "close",
-            "position_id": position["id"], "legs": legs, "confidence": 1.0,
-            "entry": position["legs"][0]["mark"], "stop": None, "target": None, "max_hold_s": 0,
-            "reason": reason, "created_at": ctx["now"]}

@@ -1,5 +1,5 @@
 """Proposes a breakout trade when a trending symbol closes out of a tight range on heavy volume."""
-from vigil import indicators
+from vigil import indicators, scan, schemas
 
 PARAMS = {
     "range_bars": (int, 30, 5, 500, "bars of the consolidation range before the breakout bar"),
@@ -14,33 +14,14 @@ PARAMS = {
 
 def propose(ctx):
     name, params = ctx["name"], ctx["params"]
-    candles = ctx["snapshot"]["feeds"]["candles"]
-    if not candles["ok"]:
-        return {"strategy": name, "reason": f"candles feed unavailable: {candles['error']}"}
-    held = {p["symbol"] for p in ctx["positions"]}
-    best, why = None, "no trending symbol"
-    for symbol in ctx["symbols"]:
-        if ctx["market_state"][symbol]["state"] != "trending" or symbol in held:
-            continue
-        c = candles["data"].get(ctx["trade_venue"], {}).get(symbol)
-        n = params["range_bars"]
-        if c is None or len(c) < n + params["atr_period"] + 2:
-            why = f"not enough {symbol} candles"
-            continue
-        signal = _breakout(symbol, c, params)
-        if signal and (best is None or signal[0] > best[0]):
-            best = signal
-        elif not signal:
-            why = "no breakout with volume confirmation"
+    best, why = scan.strongest(ctx, "trending", params["range_bars"] + params["atr_period"] + 2,
+                               lambda symbol, c: _breakout(symbol, c, params), "no breakout with volume confirmation")
     if best is None:
         return {"strategy": name, "reason": why}
-    _, symbol, side, entry, stop, target, reason = best
-    return {"id": f"{ctx['cycle']}:{name}:{symbol}:open", "strategy": name, "symbol": symbol, "side": side,
-            "kind": "directional", "intent": "open", "position_id": None,
-            "legs": [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}],
-            "confidence": min(1.0, best[0] / 5), "entry": entry, "stop": stop, "target": target,
-            "max_hold_s": params["max_hold_s"], "reason": reason, "created_at": ctx["now"]}
-
+    strength, symbol, side, entry, stop, target, reason = best
+    legs = [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}]
+    return schemas.proposal(ctx, symbol, side, legs, entry, stop, target, strength / 5, reason,
+                            max_hold_s=params["max_hold_s"])
 
 def _breakout(symbol, c, params):
     n = params["range_bars"]

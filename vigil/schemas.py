@@ -158,3 +158,21 @@ def validate(name, d):
 def _names(types):
     types = types if isinstance(types, tuple) else (types,)
     return " or ".join("None" if t is type(None) else t.__name__ for t in types)
+
+
+def proposal(ctx, symbol, side, legs, entry, stop, target, confidence, reason, kind="directional", max_hold_s=0.0):
+    """A TradeProposal to open, with the id and time every strategy must use."""
+    return {"id": f"{ctx['cycle']}:{ctx['name']}:{symbol}:open", "strategy": ctx["name"], "symbol": symbol,
+            "side": side, "kind": kind, "intent": "open", "position_id": None, "legs": legs,
+            "confidence": min(1.0, max(0.0, confidence)), "entry": entry, "stop": stop, "target": target,
+            "max_hold_s": max_hold_s, "reason": reason, "created_at": ctx["now"]}
+
+
+def exit_proposal(ctx, position, reason):
+    """A TradeProposal that closes one of the strategy's own positions, every leg reversed."""
+    legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": "sell" if leg["side"] == "buy" else "buy",
+             "market": leg["market"]} for leg in position["legs"]]
+    return {"id": f"{ctx['cycle']}:{ctx['name']}:{position['symbol']}:close", "strategy": ctx["name"],
+            "symbol": position["symbol"], "side": legs[0]["side"], "kind": position["kind"], "intent": "close",
+            "position_id": position["id"], "legs": legs, "confidence": 1.0, "entry": position["legs"][0]["mark"],
+            "stop": None, "target": None, "max_hold_s": 0, "reason": reason, "created_at": ctx["now"]}

@@ -1,7 +1,7 @@
 """Trades with coordinated whale flows: large net inflows to exchanges are bearish, large outflows bullish."""
 import math
 
-from vigil import indicators
+from vigil import indicators, schemas
 
 PARAMS = {
     "min_usd": (float, 1_000_000.0, 0.0, 1e12, "ignore transfers smaller than this (USD)"),
@@ -50,14 +50,11 @@ def propose(ctx):
     sign = 1 if side == "buy" else -1
     reason = (f"${abs(net) / 1e6:.1f}M net {'inflow to' if net > 0 else 'outflow from'} exchanges in {count} "
               f"{symbol.split('/')[0]} transfers over {span_s / 60:.0f} min, so {side} {symbol}")
-    return {"id": f"{ctx['cycle']}:{name}:{symbol}:open", "strategy": name, "symbol": symbol, "side": side,
-            "kind": "directional", "intent": "open", "position_id": None,
-            "legs": [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}],
-            "confidence": min(1.0, abs(net) / (3 * params["threshold_usd"]) if params["threshold_usd"] else 1.0),
-            "entry": entry, "stop": entry - sign * params["stop_atr"] * atr,
-            "target": entry + sign * params["target_atr"] * atr, "max_hold_s": params["max_hold_s"],
-            "reason": reason, "created_at": ctx["now"]}
-
+    legs = [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}]
+    confidence = abs(net) / (3 * params["threshold_usd"]) if params["threshold_usd"] else 1.0
+    return schemas.proposal(ctx, symbol, side, legs, entry, entry - sign * params["stop_atr"] * atr,
+                            entry + sign * params["target_atr"] * atr, confidence, reason,
+                            max_hold_s=params["max_hold_s"])
 
 def net_flows(transfers, now, params):
     """asset -> (decayed inflow minus outflow in USD, distinct transfers counted, seconds spanned)."""
