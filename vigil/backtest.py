@@ -15,15 +15,15 @@ from vigil.sim_broker import SimBroker
 from vigil.storage import Storage
 
 
-def _ms(day):
+def day_ms(day):
     return int(datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
 
 
 def load(cfg, data_path, symbols=None, start=None, end=None, funding=()):
     """Candles per symbol cut to [start, end) and funding per symbol and venue; the run's symbols are the data's."""
     data = candle_files.load(data_path, symbols)
-    lo = _ms(start) if start else None
-    hi = _ms(end) if end else None
+    lo = day_ms(start) if start else None
+    hi = day_ms(end) if end else None
     for s, c in data.items():
         keep = (c[:, 0] >= (lo or c[0, 0])) & (c[:, 0] < (hi or c[-1, 0] + 1))
         data[s] = c[keep]

@@ -43,6 +43,14 @@ def parser():
     bt.add_argument("--db", help="keep the backtest's database here (default: a temporary one)")
     bt.add_argument("--equity-csv", default="backtest-equity.csv", help="equity curve output")
     bt.add_argument("--json", action="store_true", help="machine-readable output")
+    dl = sub.add_parser("download", help="fetch candle history with ccxt into files backtest reads")
+    dl.add_argument("--exchange", default="binance", help="ccxt exchange id")
+    dl.add_argument("--symbols", nargs="+", required=True, help="BTC/USDT ...")
+    dl.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD (UTC)")
+    dl.add_argument("--to", dest="end", help="day after the last, YYYY-MM-DD (UTC; default: now)")
+    dl.add_argument("--timeframe", default="1m", choices=sorted(config.TIMEFRAME_MS))
+    dl.add_argument("--out", default="data", help="folder for the CSV files")
+    dl.add_argument("--url", help="the public REST API's base URL (binance: https://api.binance.com/api/v3)")
     rp = sub.add_parser("replay", help="re-run a recorded cycle's decisions and compare")
     rp.add_argument("--cycle", type=int, required=True, help="cycle number (see report or /why)")
     b = sub.add_parser("backup", help="online consistent copy of the database")
@@ -80,6 +88,19 @@ def main(argv=None):
             return 2
         out = backtest.run(cfg, data, rates, args.db, args.equity_csv)
         print(json.dumps(out, indent=2) if args.json else backtest.text(out))
+        return 0
+    if args.command == "download":
+        import ccxt
+        from vigil import backtest, download
+        os.makedirs(args.out, exist_ok=True)
+        try:
+            ex = download.client(args.exchange, args.url)
+            for symbol in args.symbols:
+                download.download(ex, symbol, args.timeframe, backtest.day_ms(args.start),
+                                  backtest.day_ms(args.end) if args.end else 2**62, args.out)
+        except (ccxt.BaseError, ValueError, AttributeError) as e:
+            print(f"vigil: download: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "replay":
         identical, lines = replay.replay(Storage(cfg["vigil"]["db"]), cfg, args.cycle)
