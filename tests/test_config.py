@@ -87,7 +87,7 @@ def test_live_needs_both_keys(tmp_path):
     out = subprocess.run([sys.executable, "run.py", "--config", str(path), "--cycles", "1"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "live needs --live" in out.stderr
-    for mode, flags in (("live", ["--live"]), ("paper", [])):
+    for mode, flags in (("live", ["--live"]),):
         path = write(tmp_path, f"[vigil]\nmode = {mode}\n")
         out = subprocess.run([sys.executable, "run.py", "--config", str(path), "--cycles", "1", *flags], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)

@@ -127,16 +127,27 @@ def _two_keys(cfg, args):
         raise UsageError("[vigil] mode: live needs --live on the command line as the second key")
     if args.live and mode != "live":
         raise UsageError(f"--live: [vigil] mode is {mode}, not live; refusing to guess")
-    if mode != "sim":
-        # Never fall back to simulated data silently: a paper or live run must be what it says.
-        raise UsageError(f"[vigil] mode: {mode} needs the exchange data feeds and broker, which this version "
-                         "does not ship yet; use mode = sim")
+    if mode == "live":
+        # Never fall back to simulated orders silently: a live run must be what it says.
+        raise UsageError("[vigil] mode: live needs the exchange broker, which this version does not ship yet; "
+                         "use mode = paper or sim")
 
 
 def check(cfg):
+    """Config first; in paper mode every configured source is reached and timed. 0 all answered, 1 not."""
     print(f"config ok: mode {cfg['vigil']['mode']}, {len(cfg['market']['symbols'])} symbols, "
           f"strategies {', '.join(cfg['strategies']['enabled'])}")
-    return 0
+    if cfg["vigil"]["mode"] == "sim":
+        return 0
+    from vigil.paper_source import probe
+    rows = asyncio.run(probe(cfg))
+    width = max(len(name) for name, _, _ in rows)
+    failed = 0
+    for name, ms, error in rows:
+        status = "ok" if error is None else "skip" if error.startswith("skipped") else "FAILED"
+        failed += status == "FAILED"
+        print(f"{name:<{width}}  {status:<6} {ms:8.0f} ms  {error or ''}")
+    return 1 if failed else 0
 
 
 def build(cfg):
@@ -146,7 +157,11 @@ def build(cfg):
     from vigil.sim_broker import SimBroker
     from vigil.simmarket import SimMarket
     db = Storage(cfg["vigil"]["db"], durable=cfg["vigil"]["mode"] == "live")
-    source = SimMarket(cfg)
+    if cfg["vigil"]["mode"] == "sim":
+        source = SimMarket(cfg)
+    else:
+        from vigil.paper_source import PaperSource
+        source = PaperSource(cfg)
     broker = SimBroker(source, cfg["fills"])
     orch = Orchestrator(cfg, db, source, broker, console=_console)
     orch.on_inputs.append(Recorder(db, cfg).record)

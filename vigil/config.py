@@ -57,6 +57,30 @@ TABLE = {
         "daily_loss": (float, 0.03, 0.001, 1.0, "UTC-day loss / equity that blocks new entries"),
         "min_notional": (float, 10.0, 0.0, 1e9, "smallest order notional"),
     },
+    "feeds": {
+        "funding_venues": (list, ["binance", "bybit", "okx"], None, None, "venues whose funding is compared"),
+        "timeout": (float, 5.0, 0.1, 60.0, "seconds one request may take"),
+        "fear_greed_url": (str, "https://api.alternative.me/fng/", None, None, "Fear & Greed API (alternative.me)"),
+        "etherscan_url": (str, "https://api.etherscan.io/api", None, None, "Etherscan-compatible API"),
+        "etherscan_key_env": (str, "ETHERSCAN_API_KEY", None, None, "environment variable holding the API key"),
+        "wallets": (list, [], None, None, "tracked wallets as address:label"),
+        "exchange_labels": (list, ["binance", "bybit", "okx", "coinbase", "kraken"], None, None,
+                            "labels that mark a wallet as an exchange's"),
+        "window_s": (int, 3600, 60, 86400, "on-chain transfers kept in the feed (seconds)"),
+        "liquidation_window_s": (int, 300, 10, 86400, "liquidations summed over this window (seconds)"),
+    },
+    "venue.binance": {
+        "rest_url": (str, "", None, None, "REST base URL override (proxy, mirror); empty: ccxt's"),
+        "ws_url": (str, "", None, None, "WebSocket base URL override; empty: ccxt's"),
+    },
+    "venue.bybit": {
+        "rest_url": (str, "", None, None, "REST base URL override (proxy, mirror); empty: ccxt's"),
+        "ws_url": (str, "", None, None, "WebSocket base URL override; empty: ccxt's"),
+    },
+    "venue.okx": {
+        "rest_url": (str, "", None, None, "REST base URL override (proxy, mirror); empty: ccxt's"),
+        "ws_url": (str, "", None, None, "WebSocket base URL override; empty: ccxt's"),
+    },
     "telegram": {
         "enabled": (bool, False, None, None, "run the Telegram bot"),
         "token_env": (str, "VIGIL_TELEGRAM_TOKEN", None, None, "environment variable holding the bot token"),

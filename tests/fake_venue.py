@@ -1,0 +1,314 @@
+"""A fake Binance USD-M / Bybit / OKX on 127.0.0.1: the public REST endpoints ccxt calls and a WebSocket."""
+import base64
+import hashlib
+import json
+import queue
+import select
+import struct
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MIN = 60_000
+
+
+def _binance_market(base):
+    return {"symbol": f"{base}USDT", "pair": f"{base}USDT", "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+            "onboardDate": 1569398400000, "status": "TRADING", "baseAsset": base, "quoteAsset": "USDT",
+            "marginAsset": "USDT", "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8,
+            "quotePrecision": 8, "underlyingType": "COIN", "settlePlan": 0, "triggerProtect": "0.05",
+            "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.10", "maxPrice": "1000000", "tickSize": "0.10"},
+                        {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+                        {"filterType": "MIN_NOTIONAL", "notional": "5"}],
+            "orderTypes": ["LIMIT", "MARKET"], "timeInForce": ["GTC", "IOC"]}
+
+
+def _bybit_market(base):
+    return {"symbol": f"{base}USDT", "contractType": "LinearPerpetual", "status": "Trading", "baseCoin": base,
+            "quoteCoin": "USDT", "settleCoin": "USDT", "launchTime": "1584230400000", "deliveryTime": "0",
+            "priceScale": "2", "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
+            "priceFilter": {"minPrice": "0.10", "maxPrice": "199999.80", "tickSize": "0.10"},
+            "lotSizeFilter": {"maxOrderQty": "100.000", "minOrderQty": "0.001", "qtyStep": "0.001",
+                              "minNotionalValue": "5"}, "fundingInterval": 480, "copyTrading": "both"}
+
+
+def _okx_market(base):
+    return {"instType": "SWAP", "instId": f"{base}-USDT-SWAP", "uly": f"{base}-USDT", "instFamily": f"{base}-USDT",
+            "baseCcy": "", "quoteCcy": "", "settleCcy": "USDT", "ctValCcy": base, "ctVal": "0.01", "ctMult": "1",
+            "ctType": "linear", "listTime": "1611916828000", "expTime": "", "lever": "100", "tickSz": "0.1",
+            "lotSz": "0.01", "minSz": "0.01", "state": "live", "alias": "", "optType": "", "stk": ""}
+
+
+class FakeVenues:
+    """REST answers come from self.candles / self.funding; WebSocket subscribers get what tests push."""
+
+    def __init__(self, bases=("BTC", "ETH")):
+        self.bases = list(bases)
+        self.candles = {}  # (venue, BASE) -> list of [ts, o, h, l, c, v]
+        self.funding = {}  # (venue, BASE) -> (rate, next funding ts, interval hours)
+        self.fng = 50
+        self.txs = []  # Etherscan txlist rows
+        self.faults = []  # (path fragment, kind): kind is a status code, "garbage", "empty" or "slow"
+        self.requests = []
+        self.latency = 0.0
+        self.conns = []  # open WebSocket connections: dicts with socket, venue, topics, outbox
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.ws = f"ws://127.0.0.1:{self.server.server_port}"
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.drop_connections()
+        self.server.shutdown()
+        self.server.server_close()
+
+    # --- what tests do -------------------------------------------------------------------------
+    def seed(self, venue, base, start, n, price=100.0):
+        rows = [[start + i * MIN, price + i % 7, price + 8, price - 8, price + (i + 1) % 7, 10.0 + i % 5]
+                for i in range(n)]
+        self.candles[(venue, base)] = rows
+        return rows
+
+    def push_kline(self, venue, base, row, closed):
+        """Sends one kline update to every connection subscribed to it, in the venue's own format."""
+        ts, o, h, l, c, v = row
+        if venue == "binance":
+            topic = f"{base.lower()}usdt@kline_1m"
+            msg = {"e": "kline", "E": ts + 1000, "s": f"{base}USDT", "k": {
+                "t": ts, "T": ts + MIN - 1, "s": f"{base}USDT", "i": "1m", "f": 1, "L": 2, "o": str(o), "c": str(c),
+                "h": str(h), "l": str(l), "v": str(v), "n": 3, "x": closed, "q": "1", "V": "1", "Q": "1", "B": "0"}}
+        else:
+            topic = f"kline.1.{base}USDT"
+            msg = {"topic": topic, "type": "snapshot", "ts": ts + 1000, "data": [{
+                "start": ts, "end": ts + MIN - 1, "interval": "1", "open": str(o), "close": str(c), "high": str(h),
+                "low": str(l), "volume": str(v), "turnover": "1", "confirm": closed, "timestamp": ts + 1000}]}
+        self._send_topic(venue, topic, msg)
+
+    def push_liquidation(self, venue, base, side, qty, price, ts):
+        if venue == "binance":
+            topic = f"{base.lower()}usdt@forceOrder"
+            msg = {"e": "forceOrder", "E": ts, "o": {"s": f"{base}USDT", "S": side.upper(), "o": "LIMIT", "f": "IOC",
+                                                     "q": str(qty), "p": str(price), "ap": str(price), "X": "FILLED",
+                                                     "l": str(qty), "z": str(qty), "T": ts}}
+        else:
+            topic = f"allLiquidation.{base}USDT"
+            msg = {"topic": topic, "type": "snapshot", "ts": ts,
+                   "data": [{"T": ts, "s": f"{base}USDT", "S": side.capitalize(), "v": str(qty), "p": str(price)}]}
+        self._send_topic(venue, topic, msg)
+
+    def subscribed(self, venue, topic):
+        with self.lock:
+            return any(c["venue"] == venue and topic in c["topics"] for c in self.conns)
+
+    def drop_connections(self):
+        with self.lock:
+            for c in self.conns:
+                c["outbox"].put(None)  # the connection thread closes the socket
+            self.conns = []
+
+    def _send_topic(self, venue, topic, msg):
+        with self.lock:
+            for c in self.conns:
+                if c["venue"] == venue and topic in c["topics"]:
+                    c["outbox"].put(json.dumps(msg))
+
+    # --- REST ----------------------------------------------------------------------------------
+    def _rest(self, path, q):
+        for i, (fragment, kind) in enumerate(self.faults):
+            if fragment in path:
+                del self.faults[i]
+                return kind
+        if path == "/fng/":
+            return {"name": "Fear and Greed Index", "metadata": {"error": None}, "data": [{
+                "value": str(self.fng), "value_classification": "Extreme Fear" if self.fng < 25 else "Neutral",
+                "timestamp": str(int(time.time()) // 86400 * 86400), "time_until_update": "3600"}]}
+        if path == "/api":
+            txs = [t for t in self.txs if q["address"].lower() in (t["from"], t["to"])]
+            return {"status": "1" if txs else "0", "message": "OK" if txs else "No transactions found", "result": txs}
+        venue = "binance" if path.startswith("/fapi") else "bybit" if path.startswith("/v5") else "okx"
+        if path.endswith("/exchangeInfo"):
+            return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [], "assets": [],
+                    "symbols": [_binance_market(b) for b in self.bases]}
+        if path == "/v5/market/instruments-info":
+            return {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "nextPageCursor": "",
+                                                                 "list": [_bybit_market(b) for b in self.bases]},
+                    "retExtInfo": {}, "time": int(time.time() * 1000)}
+        if path == "/api/v5/public/instruments":
+            return {"code": "0", "msg": "", "data": [_okx_market(b) for b in self.bases]}
+        if path.endswith("/klines") or path == "/v5/market/kline":
+            base = q["symbol"].replace("USDT", "")
+            start = int(q.get("startTime", q.get("start", 0)))
+            limit = int(q.get("limit", 500))
+            rows = [r for r in self.candles.get((venue, base), []) if r[0] >= start][:limit]
+            if venue == "binance":
+                return [[r[0], *map(str, r[1:6]), r[0] + MIN - 1, "1", 3, "1", "1", "0"] for r in rows]
+            return {"retCode": 0, "retMsg": "OK", "result": {"symbol": q["symbol"], "category": "linear", "list": [
+                [str(r[0]), *map(str, r[1:6]), "1"] for r in reversed(rows)]}, "retExtInfo": {}, "time": 0}
+        if path.endswith("/premiumIndex"):
+            base = q["symbol"].replace("USDT", "")
+            rate, nxt, _ = self.funding[(venue, base)]
+            return {"symbol": q["symbol"], "markPrice": "100.0", "indexPrice": "100.0",
+                    "estimatedSettlePrice": "100.0", "lastFundingRate": str(rate), "interestRate": "0.0001",
+                    "nextFundingTime": nxt, "time": int(time.time() * 1000)}
+        if path.endswith("/fundingInfo"):
+            return [{"symbol": f"{b}USDT", "fundingIntervalHours": self.funding.get((venue, b), (0, 0, 8))[2]}
+                    for b in self.bases]
+        if path == "/v5/market/tickers":
+            base = q["symbol"].replace("USDT", "")
+            rate, nxt, hours = self.funding[(venue, base)]
+            return {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "list": [{
+                "symbol": q["symbol"], "lastPrice": "100", "markPrice": "100", "indexPrice": "100",
+                "fundingRate": str(rate), "nextFundingTime": str(nxt), "fundingIntervalHour": str(int(hours)),
+                "bid1Price": "99", "ask1Price": "101", "volume24h": "1", "turnover24h": "1"}]},
+                "retExtInfo": {}, "time": int(time.time() * 1000)}
+        if path == "/api/v5/public/funding-rate":
+            base = q["instId"].split("-")[0]
+            rate, nxt, hours = self.funding[(venue, base)]
+            return {"code": "0", "msg": "", "data": [{
+                "instType": "SWAP", "instId": q["instId"], "fundingRate": str(rate), "nextFundingRate": "",
+                "fundingTime": str(nxt), "nextFundingTime": str(nxt + int(hours * 3_600_000)),
+                "ts": str(int(time.time() * 1000)), "method": "current_period"}]}
+        return 404
+
+    def _handler(self):
+        venues = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                url = urllib.parse.urlparse(self.path)
+                q = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
+                if self.headers.get("Upgrade", "").lower() == "websocket":
+                    return venues._websocket(self, url.path)
+                venues.requests.append((url.path, q))
+                if venues.latency:
+                    time.sleep(venues.latency)
+                answer = venues._rest(url.path, q)
+                if answer == "slow":
+                    time.sleep(3)
+                    answer = 504
+                if isinstance(answer, int):
+                    return self._send(answer, f"HTTP {answer} from the fake venue".encode())
+                if answer == "garbage":
+                    return self._send(200, b"<html>upstream hiccup</html>")
+                if answer == "empty":
+                    return self._send(200, b"")
+                self._send(200, json.dumps(answer).encode())
+
+            def _send(self, status, data):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        return Handler
+
+    # --- WebSocket (RFC 6455, text frames, enough for ccxt.pro) -------------------------------------
+    def _websocket(self, handler, path):
+        key = handler.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        handler.send_response(101)
+        handler.send_header("Upgrade", "websocket")
+        handler.send_header("Connection", "Upgrade")
+        handler.send_header("Sec-WebSocket-Accept", accept)
+        handler.end_headers()
+        handler.close_connection = True
+        sock = handler.connection
+        conn = {"venue": None, "topics": set(), "outbox": queue.Queue()}  # the first subscription tells
+        with self.lock:
+            self.conns.append(conn)
+        try:
+            while not self.stopped.is_set():
+                ready, _, _ = select.select([sock], [], [], 0.02)
+                if ready:
+                    frame = _read_frame(sock)
+                    if frame is None:
+                        break
+                    opcode, payload = frame
+                    if opcode == 8:
+                        break
+                    if opcode == 9:
+                        _write_frame(sock, payload, 10)
+                    elif opcode == 1:
+                        self._ws_message(conn, sock, json.loads(payload))
+                while not conn["outbox"].empty():
+                    msg = conn["outbox"].get()
+                    if msg is None:
+                        _write_frame(sock, b"", 8)
+                        return
+                    _write_frame(sock, msg.encode(), 1)
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                if conn in self.conns:
+                    self.conns.remove(conn)
+
+    def _ws_message(self, conn, sock, msg):
+        if msg.get("method") == "SUBSCRIBE":
+            with self.lock:
+                conn["venue"] = "binance"
+                conn["topics"].update(msg["params"])
+            _write_frame(sock, json.dumps({"result": None, "id": msg["id"]}).encode(), 1)
+        elif msg.get("op") == "subscribe":
+            with self.lock:
+                conn["venue"] = "bybit"
+                conn["topics"].update(msg["args"])
+            _write_frame(sock, json.dumps({"success": True, "ret_msg": "", "conn_id": "c1",
+                                           "req_id": msg.get("req_id", ""), "op": "subscribe"}).encode(), 1)
+        elif msg.get("op") == "ping":
+            _write_frame(sock, json.dumps({"success": True, "ret_msg": "pong", "op": "ping",
+                                           "req_id": msg.get("req_id", "")}).encode(), 1)
+
+
+def _read_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _read_frame(sock):
+    head = _read_exact(sock, 2)
+    if head is None:
+        return None
+    opcode, length = head[0] & 0x0F, head[1] & 0x7F
+    if length == 126:
+        length = struct.unpack(">H", _read_exact(sock, 2))[0]
+    elif length == 127:
+        length = struct.unpack(">Q", _read_exact(sock, 8))[0]
+    mask = _read_exact(sock, 4) if head[1] & 0x80 else b"\0\0\0\0"
+    payload = bytearray(_read_exact(sock, length) or b"")
+    for i in range(len(payload)):
+        payload[i] ^= mask[i % 4]
+    return opcode, bytes(payload)
+
+
+def _write_frame(sock, payload, opcode):
+    n = len(payload)
+    head = bytes([0x80 | opcode]) + (bytes([n]) if n < 126 else bytes([126]) + struct.pack(">H", n)
+                                     if n < 65536 else bytes([127]) + struct.pack(">Q", n))
+    sock.sendall(head + payload)
+
+

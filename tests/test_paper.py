@@ -1,0 +1,202 @@
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fake_venue import MIN, FakeVenues
+from vigil import cli, config
+from vigil.paper_source import PaperSource
+
+ROOT = Path(__file__).resolve().parent.parent
+EXCHANGE = "0x00000000000000000000000000000000000000ee"
+WHALE = "0x00000000000000000000000000000000000000aa"
+
+
+def setup(fake, tmp_path, monkeypatch, extra=""):
+    """The fake exchange's history ends 10 minutes ago: its 'open' bar there has closed by the wall clock."""
+    now = int(time.time() * 1000) // MIN * MIN - 10 * MIN
+    for venue in ("binance", "bybit", "okx"):
+        for base in ("BTC", "ETH"):
+            fake.funding[(venue, base)] = (0.0001 if venue != "bybit" else 0.0006, now + 3_600_000, 8.0)
+            if venue != "okx":
+                fake.seed(venue, base, now - 400 * MIN, 400, price=100.0 if base == "BTC" else 50.0)
+    monkeypatch.setenv("ETHERSCAN_API_KEY", "KEY123")
+    venues = "".join(f"[venue.{v}]\nrest_url = {fake.url}\nws_url = {fake.ws}\n" for v in ("binance", "bybit", "okx"))
+    path = tmp_path / "v.cfg"
+    path.write_text(f"[vigil]\nmode = paper\ndb = {tmp_path}/v.db\nconsole = false\n"
+                    f"[market]\nsymbols = BTC/USDT, ETH/USDT\nstale_after = 5\n{venues}"
+                    f"[feeds]\ntimeout = 1\nfear_greed_url = {fake.url}/fng/\netherscan_url = {fake.url}/api\n"
+                    f"wallets = {EXCHANGE}:binance-hot, {WHALE}:whale\n{extra}")
+    return config.load(path), now
+
+
+async def until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.01)
+
+
+def stream(source, venue, symbol):
+    return next(s for s in source.streams if s.venue == venue and s.symbol == symbol)
+
+
+def test_candles_backfill_stream_and_survive_a_disconnect_with_a_gap(tmp_path, monkeypatch):
+    with FakeVenues() as fake:
+        cfg, now = setup(fake, tmp_path, monkeypatch)
+        source = PaperSource(cfg)
+
+        async def go():
+            await source.start()
+            try:
+                s = stream(source, "binance", "BTC/USDT")
+                await until(lambda: len(s.candles()) and fake.subscribed("binance", "btcusdt@kline_1m"))
+                assert s.candles()[-1, 0] == now - MIN  # the fake has nothing newer yet
+                # the open bar updates, then the next bar opens: the first one is closed
+                fake.push_kline("binance", "BTC", [now, 1, 2, 0.5, 1.5, 3], False)
+                fake.push_kline("binance", "BTC", [now, 1, 2.5, 0.5, 2, 4], False)
+                fake.push_kline("binance", "BTC", [now + MIN, 2, 3, 1, 2.5, 5], False)
+                await until(lambda: s.candles()[-1, 0] == now)
+                assert s.candles()[-1].tolist() == [now, 1, 2.5, 0.5, 2, 4]
+                # the stream drops; meanwhile three bars close that only REST knows about
+                fake.candles[("binance", "BTC")] += [[now + k * MIN, 2, 3, 1, 2.5, 5] for k in (1, 2, 3)]
+                fake.drop_connections()
+                await until(lambda: s.reconnects >= 1 and fake.subscribed("binance", "btcusdt@kline_1m"), 15)
+                fake.push_kline("binance", "BTC", [now + 4 * MIN, 2, 3, 1, 2.5, 5], False)
+                fake.push_kline("binance", "BTC", [now + 5 * MIN, 2, 3, 1, 2.5, 5], False)
+                await until(lambda: s.candles()[-1, 0] == now + 4 * MIN)
+                ts = s.candles()[:, 0]
+                assert (np.diff(ts) == MIN).all() and len(set(ts)) == len(ts)  # nothing missing, nothing twice
+                assert source.candles()["ok"]
+            finally:
+                await source.close()
+        asyncio.run(go())
+
+
+def test_funding_from_three_venues_at_once_and_each_failure_alone(tmp_path, monkeypatch):
+    with FakeVenues() as fake:
+        cfg, now = setup(fake, tmp_path, monkeypatch)
+        source = PaperSource(cfg)
+
+        async def go():
+            try:
+                await funding_checks()
+            finally:
+                await source.close()
+
+        async def funding_checks():
+            for ex in source.clients.values():
+                await ex.load_markets()
+            feed = await source._funding()
+            assert feed["ok"] and not feed["partial"]
+            btc = feed["data"]["BTC/USDT"]
+            assert set(btc) == {"binance", "bybit", "okx"}
+            assert btc["bybit"]["rate"] == 0.0006 and btc["bybit"]["interval_h"] == 8.0
+            assert btc["binance"]["next_ts"] == now + 3_600_000
+            fake.faults += [("/fapi/v1/premiumIndex", "garbage"), ("/v5/market/tickers", 429),
+                            ("/api/v5/public/funding-rate", 503), ("/fapi/v1/premiumIndex", "empty")]
+            t = time.perf_counter()
+            feed = await source._funding()
+            assert time.perf_counter() - t < 2.5  # all at once, each within its own timeout
+            assert len(feed["partial"]) == 4 and feed["ok"]  # the other answers still count
+            errors = " ".join(feed["partial"])
+            assert "bybit BTC/USDT: RateLimitExceeded" in errors or "bybit BTC/USDT: DDoSProtection" in errors
+            assert "okx BTC/USDT: ExchangeNotAvailable" in errors
+            assert "binance BTC/USDT: no funding rate in the answer" in errors  # a 200 that proves nothing
+            fake.faults += [("/fapi/v1/premiumIndex", "slow")] * 2
+            feed = await source._funding()
+            assert any("binance" in e and "Timeout" in e for e in feed["partial"])
+        asyncio.run(go())
+
+
+def test_http_feeds_fear_greed_cached_and_wallet_flows(tmp_path, monkeypatch):
+    with FakeVenues() as fake:
+        cfg, now = setup(fake, tmp_path, monkeypatch)
+        fake.fng = 8
+        t = int(time.time())
+        fake.txs = [{"hash": "0x1", "timeStamp": str(t - 60), "from": WHALE, "to": EXCHANGE, "value": str(10**21)},
+                    {"hash": "0x2", "timeStamp": str(t - 30), "from": EXCHANGE, "to": WHALE, "value": str(10**20)}]
+        source = PaperSource(cfg)
+
+        async def go():
+            fng = await source._guard(source.fear_greed.fetch())
+            assert fng["ok"] and fng["data"]["value"] == 8 and fng["data"]["source"] == "alternative.me"
+            fake.fng = 90
+            again = await source._guard(source.fear_greed.fetch())
+            assert again["data"]["value"] == 8  # cached until its next update time
+            assert sum(1 for p, _ in fake.requests if p == "/fng/") == 1
+            source.streams[0].array = np.array([[0, 1, 1, 1, 2000.0, 1]])  # an ETH price to value transfers
+            source.trade_venue, source.streams[0].symbol = "binance", "ETH/USDT"
+            onchain = await source._onchain(t * 1000)
+            flows = {x["id"]: (x["flow"], x["usd"]) for x in onchain["data"]["transfers"]}
+            assert flows == {"0x1": ("inflow", 2_000_000.0), "0x2": ("outflow", 200_000.0)}
+            fake.faults.append(("/api", "garbage"))
+            broken = await source._onchain(t * 1000)
+            assert not broken["ok"] and broken["error"]
+            await source.close()
+        asyncio.run(go())
+
+
+def test_liquidations_side_conventions(tmp_path, monkeypatch):
+    with FakeVenues() as fake:
+        cfg, now = setup(fake, tmp_path, monkeypatch)
+        source = PaperSource(cfg)
+
+        async def go():
+            await source.start()
+            try:
+                await until(lambda: fake.subscribed("binance", "btcusdt@forceOrder")
+                            and fake.subscribed("bybit", "allLiquidation.BTCUSDT"))
+                ms = int(time.time() * 1000)
+                fake.push_liquidation("binance", "BTC", "sell", 2, 100.0, ms)  # a forced sell: a long closed
+                fake.push_liquidation("bybit", "BTC", "buy", 3, 100.0, ms)  # Bybit names the position: a long
+                fake.push_liquidation("bybit", "BTC", "sell", 1, 100.0, ms)  # a short
+                await until(lambda: len(source.liquidations) >= 3, 5)
+                feed = source._liquidation_feed(ms)
+                assert feed["ok"] and feed["data"]["BTC/USDT"] == {"long_usd": 500.0, "short_usd": 100.0,
+                                                                   "window_s": 300}
+            finally:
+                await source.close()
+        asyncio.run(go())
+
+
+def test_the_loop_runs_in_paper_mode_against_the_fakes(tmp_path, monkeypatch):
+    with FakeVenues() as fake:
+        cfg, now = setup(fake, tmp_path, monkeypatch)
+        orch = cli.build(cfg)
+
+        async def go():
+            loop = asyncio.create_task(orch.run(cycles=40, interval=0.05))
+            k = 0
+            while not loop.done():
+                k += 1
+                for venue in ("binance", "bybit"):
+                    for base in ("BTC", "ETH"):
+                        fake.push_kline(venue, base, [now + k * MIN, 100, 101, 99, 100.5, 5], False)
+                await asyncio.sleep(0.05)
+            await loop
+        asyncio.run(go())
+        last = orch.db.cycle()
+        assert last["n"] == 40
+        assert last["feeds"]["candles"] is None and last["feeds"]["funding"] is None
+        assert last["feeds"]["fear_greed"] is None and "social" in [n.split(":")[0][5:] for n in last["notes"]]
+        assert set(last["states"].values()) <= {"trending", "ranging", "volatile"}
+        assert "funding" in last["strategies"]["funding_arb"] or last["strategies"]["funding_arb"].startswith("open")
+
+
+def test_check_reaches_every_source(tmp_path, monkeypatch):
+    with FakeVenues() as fake:
+        cfg, now = setup(fake, tmp_path, monkeypatch)
+        out = subprocess.run([sys.executable, "run.py", "--config", str(tmp_path / "v.cfg"), "check"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60, env={**__import__("os").environ})
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "binance (markets, candles, funding)  ok" in out.stdout and "okx" in out.stdout
+        assert "fear & greed (alternative.me)" in out.stdout and "social volume" in out.stdout
+        fake.faults.append(("/fng/", 500))
+        out = subprocess.run([sys.executable, "run.py", "--config", str(tmp_path / "v.cfg"), "check"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and "FAILED" in out.stdout

@@ -1,0 +1,190 @@
+"""The Source of paper mode: exchange streams and REST through ccxt.pro, and the HTTP feeds, on real public data."""
+import asyncio
+import collections
+import logging
+import os
+import time
+
+from vigil import venues
+from vigil.candle_stream import CandleStream
+from vigil.config import TIMEFRAME_MS
+from vigil.http_feeds import FearGreed, Wallets
+
+log = logging.getLogger("vigil.paper")
+
+
+def _feed(data=None, ts=None, error=None):
+    return {"data": data, "ts": ts, "age_s": None, "ok": error is None, "error": error}
+
+
+class PaperSource:
+    """Streams hold the candles and liquidations between cycles; each cycle fetches the rest concurrently."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        m, f = cfg["market"], cfg["feeds"]
+        self.symbols, self.trade_venue = m["symbols"], m["trade_venue"]
+        self.timeout = f["timeout"]
+        self.clients = {}
+        for venue in dict.fromkeys(m["venues"] + f["funding_venues"]):
+            self.clients[venue] = venues.client(cfg, venue, self.timeout)
+        bar_ms = TIMEFRAME_MS[m["timeframe"]]
+        self.streams = [CandleStream(self.clients[v], v, s, venues.swap_symbol(s), bar_ms, m["history"],
+                                     m["stale_after"]) for v in m["venues"] for s in self.symbols]
+        self.fear_greed = FearGreed(f["fear_greed_url"], self.timeout)
+        key = os.environ.get(f["etherscan_key_env"], "")
+        self.wallets = Wallets(f["etherscan_url"], key, f["wallets"], f["exchange_labels"], f["window_s"],
+                               self.timeout) if key and f["wallets"] else None
+        self.liquidations = collections.deque()  # (ts ms, symbol, long_usd, short_usd)
+        self.liq_window_s = f["liquidation_window_s"]
+        self.liq_errors = {}
+        self.tasks = []
+
+    async def start(self):
+        self.tasks = [asyncio.create_task(s.run()) for s in self.streams]
+        if "binance" in self.clients:  # one stream for every symbol
+            self.tasks.append(asyncio.create_task(self._liquidations("binance", self.symbols)))
+        if "bybit" in self.clients:  # one subscription per symbol
+            self.tasks += [asyncio.create_task(self._liquidations("bybit", [s])) for s in self.symbols]
+
+    async def close(self):
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*(ex.close() for ex in self.clients.values()), return_exceptions=True)
+
+    async def tick(self):
+        return int(time.time() * 1000)
+
+    def candles(self):
+        data, stale = {}, []
+        for s in self.streams:
+            data.setdefault(s.venue, {})[s.symbol] = s.candles()
+            why = s.health()
+            if why and s.venue == self.trade_venue:
+                stale.append(f"{s.symbol}@{s.venue} {why}")
+        return _feed(data, int(time.time() * 1000), "; ".join(stale) or None)
+
+    def bar(self, venue, symbol):
+        for s in self.streams:
+            if s.venue == venue and s.symbol == symbol and len(s.candles()):
+                ts, o, h, l, c, v = s.candles()[-1]
+                return {"ts": int(ts), "open": o, "high": h, "low": l, "close": c, "volume": v}
+        return None
+
+    async def feeds(self, now):
+        """Every request at once, each with its own timeout: one slow source never delays the others."""
+        funding, fng, onchain = await asyncio.gather(self._funding(), self._guard(self.fear_greed.fetch()),
+                                                     self._onchain(now))
+        return {"funding": funding, "fear_greed": fng, "onchain": onchain,
+                "social": _feed(error="no social volume source configured (it needs a paid key)"),
+                "liquidations": self._liquidation_feed(now)}
+
+    async def _guard(self, coro):
+        try:
+            return _feed(await asyncio.wait_for(coro, self.timeout), int(time.time() * 1000))
+        except Exception as e:  # a feed fails alone, with its reason, and never raises into the cycle
+            return _feed(error=f"{type(e).__name__}: {str(e)[:200]}")
+
+    async def _funding(self):
+        pairs = [(v, s) for v in self.cfg["feeds"]["funding_venues"] for s in self.symbols]
+        answers = await asyncio.gather(*(self._guard(self.clients[v].fetch_funding_rate(venues.swap_symbol(s)))
+                                         for v, s in pairs))
+        data, errors = {}, []
+        for (venue, symbol), answer in zip(pairs, answers):
+            rate = answer["data"]
+            if not answer["ok"] or rate.get("fundingRate") is None:
+                errors.append(f"{venue} {symbol}: {answer['error'] or 'no funding rate in the answer'}")
+                continue
+            hours = float(str(rate.get("interval") or "8h").rstrip("h"))
+            next_ts = rate.get("nextFundingTimestamp") or rate.get("fundingTimestamp")
+            if next_ts is None:
+                errors.append(f"{venue} {symbol}: no next funding time")
+                continue
+            data.setdefault(symbol, {})[venue] = {"rate": float(rate["fundingRate"]), "interval_h": hours,
+                                                  "next_ts": int(next_ts), "mark": float(rate.get("markPrice") or 0)}
+        feed = _feed(data, int(time.time() * 1000), None if data else "; ".join(errors) or "no funding data")
+        feed["partial"] = errors  # what failed while the rest answered
+        return feed
+
+    async def _onchain(self, now):
+        if self.wallets is None:
+            return _feed(error="no Etherscan key or no tracked wallets configured")
+        eth = self.bar(self.trade_venue, "ETH/USDT")
+        return await self._guard(self.wallets.fetch(now, eth["close"] if eth else None))
+
+    async def _liquidations(self, venue, symbols):
+        ex = self.clients[venue]
+        markets = [venues.swap_symbol(s) for s in symbols]
+        backoff = 1.0
+        while True:
+            try:
+                if len(markets) == 1:
+                    batch = await ex.watch_liquidations(markets[0])
+                else:
+                    batch = await ex.watch_liquidations_for_symbols(markets)
+                for liq in batch:
+                    usd = float(liq["contracts"] or 0) * float(liq.get("contractSize") or 1) * float(liq["price"])
+                    long_usd = usd if _long_liquidated(venue, liq["info"]) else 0.0
+                    self.liquidations.append((liq["timestamp"], liq["symbol"].split(":")[0], long_usd, usd - long_usd))
+                self.liq_errors.pop((venue, tuple(symbols)), None)
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.liq_errors[(venue, tuple(symbols))] = f"{type(e).__name__}: {str(e)[:200]}"
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _liquidation_feed(self, now):
+        cutoff = now - self.liq_window_s * 1000
+        while self.liquidations and self.liquidations[0][0] < cutoff:
+            self.liquidations.popleft()
+        if self.liq_errors:
+            return _feed(error="; ".join(f"{v} {','.join(s)}: {e}" for (v, s), e in self.liq_errors.items()))
+        data = {s: {"long_usd": 0.0, "short_usd": 0.0, "window_s": self.liq_window_s} for s in self.symbols}
+        for _, symbol, long_usd, short_usd in self.liquidations:
+            if symbol in data:
+                data[symbol]["long_usd"] += long_usd
+                data[symbol]["short_usd"] += short_usd
+        return _feed(data, now)
+
+
+def _long_liquidated(venue, info):
+    """Binance reports the forced order's side (SELL closes a long); Bybit the position's side (Buy = a long)."""
+    side = str(info.get("S", "")).lower()
+    return side == "sell" if venue == "binance" else side == "buy"
+
+
+async def probe(cfg):
+    """[(source, milliseconds, error or None)] for every configured source, all asked at once."""
+    source = PaperSource(cfg)
+    symbol = venues.swap_symbol(cfg["market"]["symbols"][0])
+
+    async def timed(name, coro):
+        t = time.perf_counter()
+        try:
+            await asyncio.wait_for(coro, source.timeout * 2)
+            return name, (time.perf_counter() - t) * 1000, None
+        except Exception as e:
+            return name, (time.perf_counter() - t) * 1000, f"{type(e).__name__}: {str(e)[:150]}"
+
+    async def venue(v, ex):
+        await ex.load_markets()
+        if v in cfg["market"]["venues"]:
+            if not await ex.fetch_ohlcv(symbol, cfg["market"]["timeframe"], limit=2):
+                raise ValueError("no candles in the answer")
+        if v in cfg["feeds"]["funding_venues"] and (await ex.fetch_funding_rate(symbol))["fundingRate"] is None:
+            raise ValueError("no funding rate in the answer")
+    checks = [timed(f"{v} (markets, candles, funding)", venue(v, ex)) for v, ex in source.clients.items()]
+    checks.append(timed("fear & greed (alternative.me)", source.fear_greed.fetch()))
+    if source.wallets:
+        checks.append(timed("etherscan wallets", source.wallets.fetch(int(time.time() * 1000), 1.0)))
+    try:
+        rows = list(await asyncio.gather(*checks))
+    finally:
+        await source.close()
+    if not source.wallets:
+        rows.append(("etherscan wallets", 0.0, "skipped: needs a key and tracked wallets"))
+    rows.append(("social volume", 0.0, "skipped: no source configured"))
+    return rows

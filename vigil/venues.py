@@ -1,0 +1,33 @@
+"""Builds lean ccxt.pro clients for the configured venues' perpetuals, with base-URL overrides."""
+import re
+
+# venue -> (ccxt.pro class, market types load_markets may fetch)
+CLIENTS = {"binance": ("binanceusdm", ["linear"]), "bybit": ("bybit", ["linear"]), "okx": ("okx", ["swap"])}
+
+
+def swap_symbol(symbol):
+    """Config 'BTC/USDT' -> the ccxt unified USDT-margined perpetual 'BTC/USDT:USDT'."""
+    return f"{symbol}:{symbol.split('/')[1]}"
+
+
+def client(cfg, venue, timeout_s):
+    """One async client per venue; only its perpetual markets are loaded, so start-up stays lean."""
+    import ccxt.pro  # the one place ccxt is imported for market data
+    name, types = CLIENTS[venue]
+    ex = getattr(ccxt.pro, name)({"enableRateLimit": True, "timeout": int(timeout_s * 1000),
+                                  "options": {"defaultType": "swap", "fetchMarkets": {"types": types}}})
+    section = cfg.get(f"venue.{venue}", {})
+    if section.get("rest_url") or section.get("ws_url"):
+        ex.urls["api"] = _override(ex.urls["api"], section.get("rest_url"), section.get("ws_url"), ex)
+    return ex
+
+
+def _override(node, rest, ws, ex):
+    """Replaces scheme and host of every endpoint: a proxy, a testnet mirror or a test server."""
+    if isinstance(node, dict):
+        return {k: _override(v, rest, ws, ex) for k, v in node.items()}
+    if not isinstance(node, str):
+        return node
+    url = ex.implode_hostname(node)
+    base = ws if url.startswith("ws") else rest
+    return re.sub(r"^[a-z]+://[^/]+", base.rstrip("/"), url) if base else node
