@@ -155,29 +155,30 @@ class FakeVenues:
             return {"retCode": 0, "retMsg": "OK", "result": {"symbol": q["symbol"], "category": "linear", "list": [
                 [str(r[0]), *map(str, r[1:6]), "1"] for r in reversed(rows)]}, "retExtInfo": {}, "time": 0}
         if path.endswith("/premiumIndex"):
-            base = q["symbol"].replace("USDT", "")
-            rate, nxt, _ = self.funding[(venue, base)]
-            return {"symbol": q["symbol"], "markPrice": "100.0", "indexPrice": "100.0",
-                    "estimatedSettlePrice": "100.0", "lastFundingRate": str(rate), "interestRate": "0.0001",
-                    "nextFundingTime": nxt, "time": int(time.time() * 1000)}
+            rows = [{"symbol": f"{b}USDT", "markPrice": "100.0", "indexPrice": "100.0",
+                     "estimatedSettlePrice": "100.0", "lastFundingRate": str(rate), "interestRate": "0.0001",
+                     "nextFundingTime": nxt, "time": int(time.time() * 1000)}
+                    for (v, b), (rate, nxt, _) in sorted(self.funding.items()) if v == venue]
+            return [r for r in rows if r["symbol"] == q["symbol"]][0] if "symbol" in q else rows
         if path.endswith("/fundingInfo"):
             return [{"symbol": f"{b}USDT", "fundingIntervalHours": self.funding.get((venue, b), (0, 0, 8))[2]}
                     for b in self.bases]
         if path == "/v5/market/tickers":
-            base = q["symbol"].replace("USDT", "")
-            rate, nxt, hours = self.funding[(venue, base)]
-            return {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "list": [{
-                "symbol": q["symbol"], "lastPrice": "100", "markPrice": "100", "indexPrice": "100",
-                "fundingRate": str(rate), "nextFundingTime": str(nxt), "fundingIntervalHour": str(int(hours)),
-                "bid1Price": "99", "ask1Price": "101", "volume24h": "1", "turnover24h": "1"}]},
-                "retExtInfo": {}, "time": int(time.time() * 1000)}
+            rows = [{"symbol": f"{b}USDT", "lastPrice": "100", "markPrice": "100", "indexPrice": "100",
+                     "fundingRate": str(rate), "nextFundingTime": str(nxt), "fundingIntervalHour": str(int(hours)),
+                     "bid1Price": "99", "ask1Price": "101", "volume24h": "1", "turnover24h": "1"}
+                    for (v, b), (rate, nxt, hours) in sorted(self.funding.items()) if v == venue]
+            rows = [r for r in rows if r["symbol"] == q["symbol"]] if "symbol" in q else rows
+            return {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "list": rows},
+                    "retExtInfo": {}, "time": int(time.time() * 1000)}
         if path == "/api/v5/public/funding-rate":
-            base = q["instId"].split("-")[0]
-            rate, nxt, hours = self.funding[(venue, base)]
-            return {"code": "0", "msg": "", "data": [{
-                "instType": "SWAP", "instId": q["instId"], "fundingRate": str(rate), "nextFundingRate": "",
-                "fundingTime": str(nxt), "nextFundingTime": str(nxt + int(hours * 3_600_000)),
-                "ts": str(int(time.time() * 1000)), "method": "current_period"}]}
+            rows = [{"instType": "SWAP", "instId": f"{b}-USDT-SWAP", "fundingRate": str(rate), "nextFundingRate": "",
+                     "fundingTime": str(nxt), "nextFundingTime": str(nxt + int(hours * 3_600_000)),
+                     "ts": str(int(time.time() * 1000)), "method": "current_period"}
+                    for (v, b), (rate, nxt, hours) in sorted(self.funding.items()) if v == venue]
+            if q.get("instId") != "ANY":
+                rows = [r for r in rows if r["instId"] == q["instId"]]
+            return {"code": "0", "msg": "", "data": rows}
         return 404
 
     def _handler(self):

@@ -25,9 +25,8 @@ class PaperSource:
         m, f = cfg["market"], cfg["feeds"]
         self.symbols, self.trade_venue = m["symbols"], m["trade_venue"]
         self.timeout = f["timeout"]
-        self.clients = {}
-        for venue in dict.fromkeys(m["venues"] + f["funding_venues"]):
-            self.clients[venue] = venues.client(cfg, venue, self.timeout)
+        self.clients = {v: venues.client(cfg, v, self.timeout) for v in m["venues"]}  # streams and backfill
+        self.polled = {v: venues.client(cfg, v, self.timeout, throttled=False) for v in f["funding_venues"]}
         bar_ms = TIMEFRAME_MS[m["timeframe"]]
         self.streams = [CandleStream(self.clients[v], v, s, venues.swap_symbol(s), bar_ms, m["history"],
                                      m["stale_after"]) for v in m["venues"] for s in self.symbols]
@@ -51,7 +50,8 @@ class PaperSource:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        await asyncio.gather(*(ex.close() for ex in self.clients.values()), return_exceptions=True)
+        await asyncio.gather(*(ex.close() for ex in [*self.clients.values(), *self.polled.values()]),
+                             return_exceptions=True)
 
     async def tick(self):
         return int(time.time() * 1000)
@@ -87,22 +87,25 @@ class PaperSource:
             return _feed(error=f"{type(e).__name__}: {str(e)[:200]}")
 
     async def _funding(self):
-        pairs = [(v, s) for v in self.cfg["feeds"]["funding_venues"] for s in self.symbols]
-        answers = await asyncio.gather(*(self._guard(self.clients[v].fetch_funding_rate(venues.swap_symbol(s)))
-                                         for v, s in pairs))
+        """One bulk request per venue, all venues at once: the cost is one round trip, not one per symbol."""
+        venues_ = self.cfg["feeds"]["funding_venues"]
+        markets = [venues.swap_symbol(s) for s in self.symbols]
+        answers = await asyncio.gather(*(self._guard(self.polled[v].fetch_funding_rates(markets)) for v in venues_))
         data, errors = {}, []
-        for (venue, symbol), answer in zip(pairs, answers):
-            rate = answer["data"]
-            if not answer["ok"] or rate.get("fundingRate") is None:
-                errors.append(f"{venue} {symbol}: {answer['error'] or 'no funding rate in the answer'}")
+        for venue, answer in zip(venues_, answers):
+            if not answer["ok"]:
+                errors.append(f"{venue}: {answer['error']}")
                 continue
-            hours = float(str(rate.get("interval") or "8h").rstrip("h"))
-            next_ts = rate.get("nextFundingTimestamp") or rate.get("fundingTimestamp")
-            if next_ts is None:
-                errors.append(f"{venue} {symbol}: no next funding time")
-                continue
-            data.setdefault(symbol, {})[venue] = {"rate": float(rate["fundingRate"]), "interval_h": hours,
-                                                  "next_ts": int(next_ts), "mark": float(rate.get("markPrice") or 0)}
+            for symbol in self.symbols:
+                rate = (answer["data"] or {}).get(venues.swap_symbol(symbol)) or {}
+                next_ts = rate.get("nextFundingTimestamp") or rate.get("fundingTimestamp")
+                if rate.get("fundingRate") is None or next_ts is None:
+                    errors.append(f"{venue} {symbol}: no funding rate or time in the answer")
+                    continue
+                hours = float(str(rate.get("interval") or "8h").rstrip("h"))
+                data.setdefault(symbol, {})[venue] = {"rate": float(rate["fundingRate"]), "interval_h": hours,
+                                                      "next_ts": int(next_ts),
+                                                      "mark": float(rate.get("markPrice") or 0)}
         feed = _feed(data, int(time.time() * 1000), None if data else "; ".join(errors) or "no funding data")
         feed["partial"] = errors  # what failed while the rest answered
         return feed
@@ -169,14 +172,17 @@ async def probe(cfg):
         except Exception as e:
             return name, (time.perf_counter() - t) * 1000, f"{type(e).__name__}: {str(e)[:150]}"
 
-    async def venue(v, ex):
+    async def candles(ex):
         await ex.load_markets()
-        if v in cfg["market"]["venues"]:
-            if not await ex.fetch_ohlcv(symbol, cfg["market"]["timeframe"], limit=2):
-                raise ValueError("no candles in the answer")
-        if v in cfg["feeds"]["funding_venues"] and (await ex.fetch_funding_rate(symbol))["fundingRate"] is None:
+        if not await ex.fetch_ohlcv(symbol, cfg["market"]["timeframe"], limit=2):
+            raise ValueError("no candles in the answer")
+
+    async def funding(ex):
+        await ex.load_markets()
+        if ((await ex.fetch_funding_rates([symbol])).get(symbol) or {}).get("fundingRate") is None:
             raise ValueError("no funding rate in the answer")
-    checks = [timed(f"{v} (markets, candles, funding)", venue(v, ex)) for v, ex in source.clients.items()]
+    checks = [timed(f"{v} candles", candles(ex)) for v, ex in source.clients.items()]
+    checks += [timed(f"{v} funding", funding(ex)) for v, ex in source.polled.items()]
     checks.append(timed("fear & greed (alternative.me)", source.fear_greed.fetch()))
     if source.wallets:
         checks.append(timed("etherscan wallets", source.wallets.fetch(int(time.time() * 1000), 1.0)))

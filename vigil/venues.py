@@ -10,11 +10,15 @@ def swap_symbol(symbol):
     return f"{symbol}:{symbol.split('/')[1]}"
 
 
-def client(cfg, venue, timeout_s):
-    """One async client per venue; only its perpetual markets are loaded, so start-up stays lean."""
+def client(cfg, venue, timeout_s, throttled=True):
+    """One async client per venue; only its perpetual markets are loaded, so start-up stays lean.
+
+    throttled=False is for the one bulk request per venue per cycle: ccxt's limiter would delay each of them
+    by its full rate-limit interval, while a 60 s heartbeat stays far below every venue's limit anyway.
+    """
     import ccxt.pro  # the one place ccxt is imported for market data
     name, types = CLIENTS[venue]
-    ex = getattr(ccxt.pro, name)({"enableRateLimit": True, "timeout": int(timeout_s * 1000),
+    ex = getattr(ccxt.pro, name)({"enableRateLimit": throttled, "timeout": int(timeout_s * 1000),
                                   "options": {"defaultType": "swap", "fetchMarkets": {"types": types}}})
     section = cfg.get(f"venue.{venue}", {})
     if section.get("rest_url") or section.get("ws_url"):
