@@ -1,4 +1,6 @@
-"""Small builders shared by the tests."""
+"""Small builders and waits shared by the tests."""
+import asyncio
+import time
 
 RISK = {"risk_per_trade": 0.005, "max_position": 0.25, "max_symbol": 0.5, "max_gross": 2.0, "max_net": 1.0,
         "max_open_positions": 6, "daily_loss": 0.03, "min_notional": 10.0}
@@ -23,3 +25,12 @@ def spread(symbol="BTC/USDT", entry=100.0, strategy="funding_arb", cycle=1):
 def fill(order_id, qty, price, fee=0.0, side="buy", venue="binance", symbol="BTC/USDT", ts=0):
     return {"order_id": order_id, "venue": venue, "symbol": symbol, "side": side, "qty": qty, "price": price,
             "fee": fee, "fee_ccy": "USDT", "liquidity": "taker", "ts": ts}
+
+
+async def until(predicate, timeout=10.0):
+    """Yields to the event loop until predicate() holds: a wait on a condition, never on luck."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.01)

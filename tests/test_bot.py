@@ -4,6 +4,7 @@ import time
 import pytest
 
 from fake_telegram import FakeBotAPI
+from helpers import until
 from vigil import cli, config
 from vigil.bot import Bot
 
@@ -18,15 +19,6 @@ def make(tmp_path, api, monkeypatch, extra=""):
                     f"user_ids = {OPERATOR}\nallow_groups = true\npoll_timeout = 1\n{extra}")
     cfg = config.load(path)
     return cfg, cli.build(cfg)
-
-
-async def until(predicate, timeout=10.0):
-    """Yields to the loop until predicate() holds; the bot and the loop share this event loop."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 def replies(api, chat, since):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fake_venue import MIN, FakeVenues
+from helpers import until
 from vigil import cli, config
 from vigil.paper_source import PaperSource
 
@@ -31,14 +32,6 @@ def setup(fake, tmp_path, monkeypatch, extra=""):
                     f"[feeds]\ntimeout = 1\nfear_greed_url = {fake.url}/fng/\netherscan_url = {fake.url}/api\n"
                     f"wallets = {EXCHANGE}:binance-hot, {WHALE}:whale\n{extra}")
     return config.load(path), now
-
-
-async def until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 def stream(source, venue, symbol):

@@ -69,18 +69,10 @@ TABLE = {
         "window_s": (int, 3600, 60, 86400, "on-chain transfers kept in the feed (seconds)"),
         "liquidation_window_s": (int, 300, 10, 86400, "liquidations summed over this window (seconds)"),
     },
-    "venue.binance": {
+    **{f"venue.{venue}": {
         "rest_url": (str, "", None, None, "REST base URL override (proxy, mirror); empty: ccxt's"),
         "ws_url": (str, "", None, None, "WebSocket base URL override; empty: ccxt's"),
-    },
-    "venue.bybit": {
-        "rest_url": (str, "", None, None, "REST base URL override (proxy, mirror); empty: ccxt's"),
-        "ws_url": (str, "", None, None, "WebSocket base URL override; empty: ccxt's"),
-    },
-    "venue.okx": {
-        "rest_url": (str, "", None, None, "REST base URL override (proxy, mirror); empty: ccxt's"),
-        "ws_url": (str, "", None, None, "WebSocket base URL override; empty: ccxt's"),
-    },
+    } for venue in ("binance", "bybit", "okx")},
     "telegram": {
         "enabled": (bool, False, None, None, "run the Telegram bot"),
         "token_env": (str, "VIGIL_TELEGRAM_TOKEN", None, None, "environment variable holding the bot token"),
