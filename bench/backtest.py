@@ -30,7 +30,6 @@ def run(cfg, data_dir, symbols):
 
 def main():
     data_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "synth"
-    cfg = config.load(ROOT / "vigil.cfg")
     results = []
     for symbols in (["BTC/USDT"], ["BTC/USDT", "ETH/USDT"]):
         # Each pair-set in a fresh process so peak memory is its own.

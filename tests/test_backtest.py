@@ -1,6 +1,5 @@
 import asyncio
 import gzip
-import io
 import json
 import subprocess
 import sys

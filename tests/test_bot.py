@@ -1,8 +1,6 @@
 import asyncio
 import time
 
-import pytest
-
 from fake_telegram import FakeBotAPI
 from helpers import until
 from vigil import cli, config

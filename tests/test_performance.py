@@ -32,8 +32,8 @@ def test_figures_against_hand_computed_values():
     sd = math.sqrt(((0.045) ** 2 + (0.025) ** 2 + (0.005) ** 2 + (0.065) ** 2) / 3)
     assert f["days"] == 4
     assert f["sharpe"] == pytest.approx(mean / sd * math.sqrt(365))
-    downside = math.sqrt(0.06 ** 2 / 4)  # 0.03
-    assert f["sortino"] == pytest.approx(0.005 / 0.03 * math.sqrt(365))
+    downside = math.sqrt(0.06 ** 2 / 4)  # only day 3 is negative: sqrt(0.0036 / 4) = 0.03
+    assert f["sortino"] == pytest.approx(mean / downside * math.sqrt(365))
     assert r  # the list above is the hand calculation's input
 
 

@@ -1,7 +1,6 @@
 import asyncio
 import collections
 
-import pytest
 
 from vigil import config, market_state
 from vigil.simmarket import SimMarket
