@@ -50,6 +50,7 @@ class FakeVenues:
         self.funding = {}  # (venue, BASE) -> (rate, next funding ts, interval hours)
         self.fng = 50
         self.txs = []  # Etherscan txlist rows
+        self.whales = []  # Whale Alert transactions
         self.faults = []  # (path fragment, kind): kind is a status code, "garbage", "empty" or "slow"
         self.requests = []
         self.latency = 0.0
@@ -132,6 +133,8 @@ class FakeVenues:
             return {"name": "Fear and Greed Index", "metadata": {"error": None}, "data": [{
                 "value": str(self.fng), "value_classification": "Extreme Fear" if self.fng < 25 else "Neutral",
                 "timestamp": str(int(time.time()) // 86400 * 86400), "time_until_update": "3600"}]}
+        if path == "/v1/transactions":
+            return {"result": "success", "cursor": "c", "count": len(self.whales), "transactions": self.whales}
         if path == "/api":
             txs = [t for t in self.txs if q["address"].lower() in (t["from"], t["to"])]
             return {"status": "1" if txs else "0", "message": "OK" if txs else "No transactions found", "result": txs}

@@ -132,7 +132,26 @@ def test_http_feeds_fear_greed_cached_and_wallet_flows(tmp_path, monkeypatch):
             assert flows == {"0x1": ("inflow", 2_000_000.0), "0x2": ("outflow", 200_000.0)}
             fake.faults.append(("/api", "garbage"))
             broken = await source._onchain(t * 1000)
-            assert not broken["ok"] and broken["error"]
+            assert not broken["ok"] and broken["error"].startswith("etherscan:")
+            # Whale Alert with a key: its exchange-labelled transfers join the same feed
+            monkeypatch.setenv("WHALE_ALERT_API_KEY", "WAKEY")
+            cfg["feeds"]["whale_alert_url"] = f"{fake.url}/v1/transactions"
+            both = PaperSource(cfg)
+            both.streams[0].array = source.streams[0].array
+            both.trade_venue, both.streams[0].symbol = "binance", "ETH/USDT"
+            fake.whales = [{"blockchain": "bitcoin", "symbol": "btc", "id": "77", "transaction_type": "transfer",
+                            "hash": "h77", "from": {"address": "a1", "owner_type": "unknown"},
+                            "to": {"address": "b1", "owner_type": "exchange", "owner": "binance"},
+                            "timestamp": t - 10, "amount": 100, "amount_usd": 9_000_000.0, "transaction_count": 1}]
+            merged = await both._onchain(t * 1000)
+            flows = {x["id"]: (x["asset"], x["flow"], x["to"]) for x in merged["data"]["transfers"]}
+            assert flows["wa-77"] == ("BTC", "inflow", "binance") and "0x1" in flows
+            fake.faults.append(("/v1/transactions", 500))
+            half = await both._onchain(t * 1000)
+            assert half["ok"] and half["partial"][0].startswith("whale alert:")
+            api_calls = [q for p, q in fake.requests if p == "/v1/transactions"]
+            assert api_calls[0]["api_key"] == "WAKEY" and int(api_calls[0]["min_value"]) == 1_000_000
+            await both.close()
             await source.close()
         asyncio.run(go())
 

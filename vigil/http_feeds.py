@@ -1,4 +1,4 @@
-"""Fetches the plain-HTTP feeds (Fear & Greed, Etherscan-compatible wallet transfers) with the standard library."""
+"""Fetches the plain-HTTP feeds (Fear & Greed, wallet transfers, Whale Alert) with the standard library."""
 import asyncio
 import json
 import time
@@ -67,9 +67,33 @@ class Wallets:
                 flow = "inflow" if dst in self.exchange else "outflow" if src in self.exchange else "wallet"
                 transfers.append({"id": tx["hash"], "ts": ts, "asset": "ETH", "usd": int(tx["value"]) / 1e18 * eth_usd,
                                   "from": self.labels.get(src, src), "to": self.labels.get(dst, dst), "flow": flow})
-        return {"window_s": self.window_s, "transfers": sorted(transfers, key=lambda t: t["ts"])}
+        return transfers
 
     def _query(self, address):
         return self.url + "?" + urllib.parse.urlencode({"module": "account", "action": "txlist", "address": address,
                                                         "sort": "desc", "page": 1, "offset": 100,
                                                         "apikey": self.key})
+
+
+class WhaleAlert:
+    """Whale Alert's large transfers (a paid key) as exchange inflows and outflows, by the owners it labels."""
+
+    def __init__(self, url, key, min_usd, window_s, timeout):
+        self.url, self.key, self.min_usd, self.window_s, self.timeout = url, key, min_usd, window_s, timeout
+
+    async def fetch(self, now):
+        query = urllib.parse.urlencode({"api_key": self.key, "min_value": int(self.min_usd),
+                                        "start": now // 1000 - self.window_s})
+        body = await get_json(f"{self.url}?{query}", self.timeout)
+        if body.get("result") != "success":
+            raise ValueError(f"whale alert: {body.get('message') or body.get('result')}")
+        transfers = []
+        for tx in body.get("transactions") or []:
+            src, dst = tx["from"], tx["to"]
+            into, out = dst.get("owner_type") == "exchange", src.get("owner_type") == "exchange"
+            transfers.append({"id": f"wa-{tx['id']}", "ts": int(tx["timestamp"]) * 1000,
+                              "asset": tx["symbol"].upper(), "usd": float(tx["amount_usd"]),
+                              "from": src.get("owner") or src.get("address", "?"),
+                              "to": dst.get("owner") or dst.get("address", "?"),
+                              "flow": "inflow" if into and not out else "outflow" if out and not into else "wallet"})
+        return transfers

@@ -8,9 +8,13 @@ import time
 from vigil import venues
 from vigil.candle_stream import CandleStream
 from vigil.config import TIMEFRAME_MS
-from vigil.http_feeds import FearGreed, Wallets
+from vigil.http_feeds import FearGreed, Wallets, WhaleAlert
 
 log = logging.getLogger("vigil.paper")
+
+
+async def _none():
+    return None
 
 
 def _feed(data=None, ts=None, error=None):
@@ -34,6 +38,9 @@ class PaperSource:
         key = os.environ.get(f["etherscan_key_env"], "")
         self.wallets = Wallets(f["etherscan_url"], key, f["wallets"], f["exchange_labels"], f["window_s"],
                                self.timeout) if key and f["wallets"] else None
+        whale_key = os.environ.get(f["whale_alert_key_env"], "")
+        self.whales = WhaleAlert(f["whale_alert_url"], whale_key, f["whale_alert_min_usd"], f["window_s"],
+                                 self.timeout) if whale_key else None
         self.liquidations = collections.deque()  # (ts ms, symbol, long_usd, short_usd)
         self.liq_window_s = f["liquidation_window_s"]
         self.liq_errors = {}
@@ -111,10 +118,22 @@ class PaperSource:
         return feed
 
     async def _onchain(self, now):
-        if self.wallets is None:
-            return _feed(error="no Etherscan key or no tracked wallets configured")
+        """Tracked wallets and Whale Alert together; either one answering is enough, failures are named."""
+        if self.wallets is None and self.whales is None:
+            return _feed(error="no on-chain source configured (an Etherscan key with wallets, or a Whale Alert key)")
         eth = self.bar(self.trade_venue, "ETH/USDT")
-        return await self._guard(self.wallets.fetch(now, eth["close"] if eth else None))
+        parts = await asyncio.gather(
+            self._guard(self.wallets.fetch(now, eth["close"] if eth else None)) if self.wallets else _none(),
+            self._guard(self.whales.fetch(now)) if self.whales else _none())
+        answered = [p for p in parts if p and p["ok"]]
+        errors = [f"{name}: {p['error']}" for name, p in zip(("etherscan", "whale alert"), parts)
+                  if p and not p["ok"]]
+        if not answered:
+            return _feed(error="; ".join(errors))
+        transfers = sorted((t for p in answered for t in p["data"]), key=lambda t: t["ts"])
+        feed = _feed({"window_s": self.cfg["feeds"]["window_s"], "transfers": transfers}, int(time.time() * 1000))
+        feed["partial"] = errors
+        return feed
 
     async def _liquidations(self, venue, symbols):
         ex = self.clients[venue]
@@ -186,11 +205,15 @@ async def probe(cfg):
     checks.append(timed("fear & greed (alternative.me)", source.fear_greed.fetch()))
     if source.wallets:
         checks.append(timed("etherscan wallets", source.wallets.fetch(int(time.time() * 1000), 1.0)))
+    if source.whales:
+        checks.append(timed("whale alert", source.whales.fetch(int(time.time() * 1000))))
     try:
         rows = list(await asyncio.gather(*checks))
     finally:
         await source.close()
     if not source.wallets:
         rows.append(("etherscan wallets", 0.0, "skipped: needs a key and tracked wallets"))
+    if not source.whales:
+        rows.append(("whale alert", 0.0, "skipped: needs a key"))
     rows.append(("social volume", 0.0, "skipped: no source configured"))
     return rows
