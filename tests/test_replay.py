@@ -31,3 +31,23 @@ def test_replay_shows_a_difference(tmp_path):
     identical, lines = replay.replay(orch.db, cfg, n)
     assert not identical and "verdicts: DIFFERENT" in lines and lines[0].count("config") == 2
     assert replay.replay(orch.db, cfg, 10_000)[0] is False
+
+
+def test_a_recorded_session_backtests_to_the_same_decisions(tmp_path):
+    from vigil import backtest
+    from vigil.recorded_source import RecordedSource
+    from vigil.storage import Storage
+    path = tmp_path / "v.cfg"
+    path.write_text(f"[vigil]\ndb = {tmp_path}/v.db\nconsole = false\n")
+    cfg = config.load(path)
+    orch = cli.build(cfg)
+    asyncio.run(orch.run(cycles=800, interval=0))
+    orch.db.close()
+    out = backtest.run(cfg, {}, {}, str(tmp_path / "bt.db"), None, progress=None,
+                       recorded=RecordedSource(str(tmp_path / "v.db")))
+    assert out["backtest"]["cycles"] == 800
+    live, bt = Storage(str(tmp_path / "v.db")), Storage(str(tmp_path / "bt.db"))
+    for n in (1, 400, 800):
+        assert bt.cycle(n)["strategies"] == live.cycle(n)["strategies"]
+        assert bt.cycle(n)["verdicts"] == live.cycle(n)["verdicts"]
+    assert [p["id"] for p in bt.closed_positions()] == [p["id"] for p in live.closed_positions()]

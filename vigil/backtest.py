@@ -34,10 +34,13 @@ def load(cfg, data_path, symbols=None, start=None, end=None, funding=()):
     return data, rates
 
 
-def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr):
-    """Returns the report dict; the equity curve and exposure go to equity_csv."""
-    cfg = dict(cfg, vigil=dict(cfg["vigil"], console=False, db=db_path),
-               market=dict(cfg["market"], symbols=sorted(data)))
+def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, recorded=None):
+    """Returns the report dict; the equity curve and exposure go to equity_csv.
+
+    recorded: a RecordedSource replaying another database's flight record instead of candle files.
+    """
+    symbols = sorted(data) if recorded is None else cfg["market"]["symbols"]
+    cfg = dict(cfg, vigil=dict(cfg["vigil"], console=False, db=db_path), market=dict(cfg["market"], symbols=symbols))
     bar_ms = TIMEFRAME_MS[cfg["market"]["timeframe"]]
     found_gaps = {s: candle_files.gaps(c, bar_ms) for s, c in data.items()}
     tmp = None
@@ -46,9 +49,9 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr):
         db_path = cfg["vigil"]["db"] = os.path.join(tmp.name, "backtest.db")
     db = Storage(db_path)
     db.conn.execute("PRAGMA synchronous=OFF")  # a backtest is reproducible from its files: speed over durability
-    source = BacktestSource(cfg, data, rates)
+    source = recorded or BacktestSource(cfg, data, rates)
     orch = Orchestrator(cfg, db, source, SimBroker(source, cfg["fills"]), console=lambda line: None)
-    total, started = source.cycles(), time.time()
+    total, started = source.count(), time.time()
     exposure = {"sum": 0.0, "max": 0.0, "in": 0, "n": 0}
     curve_file = open(equity_csv, "w", newline="") if equity_csv else None
     curve = csv.writer(curve_file) if curve_file else None
@@ -79,8 +82,8 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr):
     closed = db.closed_positions()
     out["backtest"] = {
         "candles": {s: len(c) for s, c in data.items()}, "cycles": total,
-        "from": min(int(c[0, 0]) for c in data.values()) if total else None,
-        "to": max(int(c[-1, 0]) for c in data.values()) if total else None,
+        "from": min((int(c[0, 0]) for c in data.values()), default=None),
+        "to": max((int(c[-1, 0]) for c in data.values()), default=None),
         "gaps": {s: [{"from": ts, "bars": n} for ts, n in g] for s, g in found_gaps.items()},
         "fees_paid": sum(p["fees"] for p in closed), "funding": sum(p["funding"] for p in closed),
         "exposure": {"mean": exposure["sum"] / max(exposure["n"], 1), "max": exposure["max"],
@@ -100,8 +103,8 @@ def text(out):
     b = out["backtest"]
     gaps = {s: g for s, g in b["gaps"].items() if g}
     lines = [report.text(out), "",
-             f"backtest: {b['cycles']:,} cycles over {', '.join(f'{s} {n:,}' for s, n in b['candles'].items())} "
-             f"candles in {b['seconds']:.1f}s",
+             f"backtest: {b['cycles']:,} cycles over "
+             f"{', '.join(f'{s} {n:,}' for s, n in b['candles'].items()) or 'a recorded session'} in {b['seconds']:.1f}s",
              f"fees paid {b['fees_paid']:.2f}, funding {b['funding']:+.2f}; gross exposure mean "
              f"{b['exposure']['mean']:.1%} max {b['exposure']['max']:.1%}, in the market "
              f"{b['exposure']['time_in_market']:.1%} of the time",

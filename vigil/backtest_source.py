@@ -22,7 +22,7 @@ class BacktestSource:
         self.i = min(self.history, len(self.timeline)) - 1  # the first history bars only warm up
         self.end = {s: 0 for s in candles}
 
-    def cycles(self):
+    def count(self):
         return len(self.timeline) - 1 - self.i
 
     async def start(self):

@@ -35,7 +35,9 @@ def parser():
     r = sub.add_parser("report", help="per-strategy performance from the database")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     bt = sub.add_parser("backtest", help="run the pipeline over stored candles")
-    bt.add_argument("--data", required=True, help="a candle file or a folder of them")
+    source = bt.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a candle file or a folder of them")
+    source.add_argument("--recorded", help="another Vigil database: replay its recorded session")
     bt.add_argument("--symbols", nargs="*", help="only these symbols (BTC/USDT ...)")
     bt.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (UTC)")
     bt.add_argument("--to", dest="end", help="day after the last, YYYY-MM-DD (UTC)")
@@ -81,12 +83,19 @@ def main(argv=None):
         return 0
     if args.command == "backtest":
         from vigil import backtest, candle_files
+        recorded = None
         try:
-            data, rates = backtest.load(cfg, args.data, args.symbols, args.start, args.end, args.funding)
+            if args.recorded:
+                from vigil.recorded_source import RecordedSource
+                if not os.path.exists(args.recorded):
+                    raise OSError(f"--recorded: no database at {args.recorded}")
+                data, rates, recorded = {}, {}, RecordedSource(args.recorded)
+            else:
+                data, rates = backtest.load(cfg, args.data, args.symbols, args.start, args.end, args.funding)
         except (candle_files.CandleFileError, OSError, ValueError) as e:
             print(f"vigil: {e}", file=sys.stderr)
             return 2
-        out = backtest.run(cfg, data, rates, args.db, args.equity_csv)
+        out = backtest.run(cfg, data, rates, args.db, args.equity_csv, recorded=recorded)
         print(json.dumps(out, indent=2) if args.json else backtest.text(out))
         return 0
     if args.command == "download":
