@@ -5,7 +5,7 @@ import numpy as np
 def sma(x, n):
     out = np.full(len(x), np.nan)
     if len(x) >= n:
-        c = np.cumsum(np.insert(np.asarray(x, float), 0, 0.0))
+        c = np.concatenate(([0.0], np.cumsum(x, dtype=float)))
         out[n - 1:] = (c[n:] - c[:-n]) / n
     return out
 

@@ -24,7 +24,7 @@ class Orchestrator:
         self.db = db
         self.source = source
         self.executor = Executor(db, broker, self.is_halted)
-        self.console = console if cfg["vigil"]["console"] else (lambda line: None)
+        self.console = console if cfg["vigil"]["console"] else None
         self.strategies = {name: importlib.import_module(f"vigil.{name}")
                            for name in cfg["strategies"]["enabled"]}
         self.positions = self._open_positions()
@@ -32,6 +32,10 @@ class Orchestrator:
                                           "FROM positions WHERE status='closed'").fetchone()[0]
         self.cycle_n = (db.get("last_cycle") or 0)
         self.halt = db.get("halt")  # persisted: a restarted process stays halted until resume
+        # Written only through this object, so memory mirrors the database and the cycle never re-reads them.
+        self.paused_names = set(db.get("paused") or [])
+        self.veto = db.get("veto")
+        self.day_start = db.get("day_start")
         self.stopping = False
         self.last = None  # the last CycleRecord, for status and /why
         self.in_flight = "idle"
@@ -73,13 +77,14 @@ class Orchestrator:
             return closed, len(self.positions)
 
     def paused(self):
-        return set(self.db.get("paused") or [])
+        return set(self.paused_names)
 
     def set_paused(self, name, on):
         if name not in self.strategies:
             raise KeyError(name)
-        paused = self.paused() | {name} if on else self.paused() - {name}
+        paused = self.paused_names | {name} if on else self.paused_names - {name}
         self.db.put("paused", sorted(paused))
+        self.paused_names = paused
 
     def alert(self, kind, text):
         self.db.add_alert(int(time.time() * 1000), kind, text)
@@ -145,7 +150,8 @@ class Orchestrator:
             market = self.cfg["market"]
             self.db.prune(now - self.cfg["vigil"]["retention_days"] * 86_400_000,
                           market["history"] * TIMEFRAME_MS[market["timeframe"]])
-        self.console(self._line(rec))
+        if self.console:
+            self.console(self._line(rec))
         for hook in self.on_cycle:
             hook(rec)
         return rec
@@ -165,7 +171,7 @@ class Orchestrator:
         prices = self._prices()
         inputs = {"n": n, "now": now, "candles": candles, "feeds": feeds,
                   "positions": list(self.positions.values()), "equity": self.equity(),
-                  "day_start_equity": self._day_start(now), "prices": prices, "veto": self.db.get("veto"),
+                  "day_start_equity": self._day_start(now), "prices": prices, "veto": self.veto,
                   "paused": sorted(self.paused())}
         for hook in self.on_inputs:
             hook(inputs)
@@ -209,8 +215,10 @@ class Orchestrator:
         self._step("track")
         funding = feeds["funding"]["data"] if feeds["funding"]["ok"] else None
         for pid in list(self.positions):
-            position, reason = tracker.mark(self.positions[pid], prices, funding, now)
-            self.db.save_position(position)
+            old = self.positions[pid]
+            position, reason = tracker.mark(old, prices, funding, now)
+            if position["funding"] != old["funding"]:
+                self.db.save_position(position)  # booked funding is money: stored at once; marks are recomputed
             self.positions[pid] = position
             if reason:
                 rec["orders"] += len(position["legs"])
@@ -241,6 +249,7 @@ class Orchestrator:
         """Persists the veto and alerts when it turns on or off."""
         if veto != active:
             self.db.put("veto", veto)
+            self.veto = veto
         if bool(veto) != bool(active):
             self.alert("veto", f"veto on: {veto['reason']}" if veto else "veto off")
 
@@ -275,11 +284,10 @@ class Orchestrator:
 
     def _day_start(self, now):
         day = now // 86_400_000
-        stored = self.db.get("day_start")
-        if not stored or stored["day"] != day:
-            stored = {"day": day, "equity": self.equity()}
-            self.db.put("day_start", stored)
-        return stored["equity"]
+        if not self.day_start or self.day_start["day"] != day:
+            self.day_start = {"day": day, "equity": self.equity()}
+            self.db.put("day_start", self.day_start)
+        return self.day_start["equity"]
 
     def _line(self, rec):
         short = {"trending": "T", "ranging": "R", "volatile": "V", "unknown": "?"}
