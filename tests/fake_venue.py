@@ -25,6 +25,15 @@ def _binance_market(base):
             "orderTypes": ["LIMIT", "MARKET"], "timeInForce": ["GTC", "IOC"]}
 
 
+def _binance_spot_market(base):
+    return {"symbol": f"{base}USDT", "status": "TRADING", "baseAsset": base, "quoteAsset": "USDT",
+            "baseAssetPrecision": 8, "quotePrecision": 8, "quoteAssetPrecision": 8, "orderTypes": ["LIMIT", "MARKET"],
+            "isSpotTradingAllowed": True, "isMarginTradingAllowed": False, "permissions": ["SPOT"],
+            "permissionSets": [["SPOT"]], "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000", "tickSize": "0.01"},
+                {"filterType": "LOT_SIZE", "minQty": "0.00001", "maxQty": "9000", "stepSize": "0.00001"}]}
+
+
 def _bybit_market(base):
     return {"symbol": f"{base}USDT", "contractType": "LinearPerpetual", "status": "Trading", "baseCoin": base,
             "quoteCoin": "USDT", "settleCoin": "USDT", "launchTime": "1584230400000", "deliveryTime": "0",
@@ -51,6 +60,8 @@ class FakeVenues:
         self.fng = 50
         self.txs = []  # Etherscan txlist rows
         self.whales = []  # Whale Alert transactions
+        self.social = {}  # asset -> LunarCrush social_volume_24h
+        self.auth, self.last_headers = [], {}
         self.faults = []  # (path fragment, kind): kind is a status code, "garbage", "empty" or "slow"
         self.requests = []
         self.latency = 0.0
@@ -133,12 +144,21 @@ class FakeVenues:
             return {"name": "Fear and Greed Index", "metadata": {"error": None}, "data": [{
                 "value": str(self.fng), "value_classification": "Extreme Fear" if self.fng < 25 else "Neutral",
                 "timestamp": str(int(time.time()) // 86400 * 86400), "time_until_update": "3600"}]}
+        if path == "/api4/public/coins/list/v2":
+            self.auth.append(self.last_headers.get("Authorization"))
+            return {"config": {"sort": "market_cap_rank", "generated": int(time.time())},
+                    "data": [{"id": i, "symbol": b, "social_volume_24h": v, "interactions_24h": 10 * v}
+                             for i, (b, v) in enumerate(self.social.items())]}
         if path == "/v1/transactions":
             return {"result": "success", "cursor": "c", "count": len(self.whales), "transactions": self.whales}
         if path == "/api":
             txs = [t for t in self.txs if q["address"].lower() in (t["from"], t["to"])]
             return {"status": "1" if txs else "0", "message": "OK" if txs else "No transactions found", "result": txs}
-        venue = "binance" if path.startswith("/fapi") else "bybit" if path.startswith("/v5") else "okx"
+        venue = ("binance" if path.startswith("/fapi") else "binance_spot" if path.startswith("/api/v3")
+                 else "bybit" if path.startswith("/v5") else "okx")
+        if path == "/api/v3/exchangeInfo":
+            return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [],
+                    "symbols": [_binance_spot_market(b) for b in self.bases]}
         if path.endswith("/exchangeInfo"):
             return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [], "assets": [],
                     "symbols": [_binance_market(b) for b in self.bases]}
@@ -153,7 +173,7 @@ class FakeVenues:
             start = int(q.get("startTime", q.get("start", 0)))
             limit = int(q.get("limit", 500))
             rows = [r for r in self.candles.get((venue, base), []) if r[0] >= start][:limit]
-            if venue == "binance":
+            if venue.startswith("binance"):
                 return [[r[0], *map(str, r[1:6]), r[0] + MIN - 1, "1", 3, "1", "1", "0"] for r in rows]
             return {"retCode": 0, "retMsg": "OK", "result": {"symbol": q["symbol"], "category": "linear", "list": [
                 [str(r[0]), *map(str, r[1:6]), "1"] for r in reversed(rows)]}, "retExtInfo": {}, "time": 0}
@@ -199,6 +219,7 @@ class FakeVenues:
                 if self.headers.get("Upgrade", "").lower() == "websocket":
                     return venues._websocket(self, url.path)
                 venues.requests.append((url.path, q))
+                venues.last_headers = dict(self.headers)
                 if venues.latency:
                     time.sleep(venues.latency)
                 answer = venues._rest(url.path, q)

@@ -25,7 +25,8 @@ def setup(fake, tmp_path, monkeypatch, extra=""):
             if venue != "okx":
                 fake.seed(venue, base, now - 400 * MIN, 400, price=100.0 if base == "BTC" else 50.0)
     monkeypatch.setenv("ETHERSCAN_API_KEY", "KEY123")
-    venues = "".join(f"[venue.{v}]\nrest_url = {fake.url}\nws_url = {fake.ws}\n" for v in ("binance", "bybit", "okx"))
+    venues = "".join(f"[venue.{v}]\nrest_url = {fake.url}\nws_url = {fake.ws}\n"
+                     for v in ("binance", "binance_spot", "bybit", "okx"))
     path = tmp_path / "v.cfg"
     path.write_text(f"[vigil]\nmode = paper\ndb = {tmp_path}/v.db\nconsole = false\n"
                     f"[market]\nsymbols = BTC/USDT, ETH/USDT\nstale_after = 5\n{venues}"
@@ -153,6 +154,21 @@ def test_http_feeds_fear_greed_cached_and_wallet_flows(tmp_path, monkeypatch):
             assert api_calls[0]["api_key"] == "WAKEY" and int(api_calls[0]["min_value"]) == 1_000_000
             await both.close()
             await source.close()
+            # Social volume with a LunarCrush key: per asset, against a running baseline
+            monkeypatch.setenv("LUNARCRUSH_API_KEY", "LCKEY")
+            cfg["feeds"]["social_url"] = f"{fake.url}/api4/public/coins/list/v2"
+            social = PaperSource(cfg)
+            fake.social = {"BTC": 1000, "ETH": 500, "DOGE": 9}
+            first = (await social.feeds(t * 1000))["social"]
+            fake.social["BTC"] = 3000
+            second = (await social.feeds(t * 1000))["social"]
+            assert first["ok"] and first["data"] == {"BTC": {"volume": 1000.0, "baseline": 1000.0},
+                                                     "ETH": {"volume": 500.0, "baseline": 500.0}}
+            assert second["data"]["BTC"] == {"volume": 3000.0, "baseline": 1000.0}
+            assert fake.auth[0] == "Bearer LCKEY"
+            fake.faults.append(("/api4/", "empty"))
+            assert not (await social.feeds(t * 1000))["social"]["ok"]
+            await social.close()
         asyncio.run(go())
 
 
@@ -215,3 +231,24 @@ def test_check_reaches_every_source(tmp_path, monkeypatch):
         out = subprocess.run([sys.executable, "run.py", "--config", str(tmp_path / "v.cfg"), "check"], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 1 and "FAILED" in out.stdout
+
+
+def test_binance_spot_candles_stream_too(tmp_path, monkeypatch):
+    with FakeVenues() as fake:
+        cfg, now = setup(fake, tmp_path, monkeypatch)
+        fake.seed("binance_spot", "BTC", now - 400 * MIN, 400, price=99.0)
+        fake.seed("binance_spot", "ETH", now - 400 * MIN, 400, price=49.0)
+        cfg["market"]["venues"] = ["binance", "binance_spot"]
+        source = PaperSource(cfg)
+
+        async def go():
+            await source.start()
+            try:
+                spot = stream(source, "binance_spot", "BTC/USDT")
+                await until(lambda: len(spot.candles()) and len(stream(source, "binance", "BTC/USDT").candles()))
+                assert spot.market_symbol == "BTC/USDT" and spot.candles()[-1, 0] == now - MIN
+                assert source.bar("binance_spot", "BTC/USDT")["high"] == 107.0  # the spot book, not the perp's
+                assert source.bar("binance", "BTC/USDT")["high"] == 108.0
+            finally:
+                await source.close()
+        asyncio.run(go())

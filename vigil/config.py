@@ -24,7 +24,8 @@ TABLE = {
         "retention_days": (int, 30, 1, 3650, "days of cycle, proposal, verdict and equity rows kept"),
     },
     "market": {
-        "venues": (list, ["binance", "bybit"], None, None, "venues for data and orders"),
+        "venues": (list, ["binance", "bybit"], None, None,
+                   "venues for data and orders: binance (USD-M perpetuals), binance_spot, bybit (linear)"),
         "symbols": (list, ["BTC/USDT", "ETH/USDT", "SOL/USDT"], None, None, "base/quote pairs"),
         "trade_venue": (str, "binance", None, None, "venue for directional trades"),
         "timeframe": (tuple(TIMEFRAME_MS), "1m", None, None, "candle timeframe"),
@@ -69,13 +70,16 @@ TABLE = {
         "whale_alert_url": (str, "https://api.whale-alert.io/v1/transactions", None, None, "Whale Alert API"),
         "whale_alert_key_env": (str, "WHALE_ALERT_API_KEY", None, None, "environment variable holding its key"),
         "whale_alert_min_usd": (float, 1_000_000.0, 500_000.0, 1e12, "smallest transfer asked for (USD)"),
+        "social_url": (str, "https://lunarcrush.com/api4/public/coins/list/v2", None, None,
+                       "LunarCrush coin list (social volume)"),
+        "social_key_env": (str, "LUNARCRUSH_API_KEY", None, None, "environment variable holding its key"),
         "window_s": (int, 3600, 60, 86400, "on-chain transfers kept in the feed (seconds)"),
         "liquidation_window_s": (int, 300, 10, 86400, "liquidations summed over this window (seconds)"),
     },
     **{f"venue.{venue}": {
         "rest_url": (str, "", None, None, "REST base URL override (proxy, mirror); empty: ccxt's"),
         "ws_url": (str, "", None, None, "WebSocket base URL override; empty: ccxt's"),
-    } for venue in ("binance", "bybit", "okx")},
+    } for venue in ("binance", "binance_spot", "bybit", "okx")},
     "telegram": {
         "enabled": (bool, False, None, None, "run the Telegram bot"),
         "token_env": (str, "VIGIL_TELEGRAM_TOKEN", None, None, "environment variable holding the bot token"),

@@ -1,4 +1,4 @@
-"""Fetches the plain-HTTP feeds (Fear & Greed, wallet transfers, Whale Alert) with the standard library."""
+"""Fetches the plain-HTTP feeds (Fear & Greed, wallet transfers, Whale Alert, social volume) with the stdlib."""
 import asyncio
 import json
 import time
@@ -6,8 +6,8 @@ import urllib.parse
 import urllib.request
 
 
-def _get(url, timeout):
-    req = urllib.request.Request(url, headers={"User-Agent": "vigil"})
+def _get(url, timeout, headers=None):
+    req = urllib.request.Request(url, headers={"User-Agent": "vigil", **(headers or {})})
     with urllib.request.urlopen(req, timeout=timeout) as r:
         body = r.read()
     if not body.strip():
@@ -15,9 +15,9 @@ def _get(url, timeout):
     return json.loads(body)
 
 
-async def get_json(url, timeout):
+async def get_json(url, timeout, headers=None):
     """urllib in a worker thread: the event loop never waits on a socket."""
-    return await asyncio.wait_for(asyncio.to_thread(_get, url, timeout), timeout + 1)
+    return await asyncio.wait_for(asyncio.to_thread(_get, url, timeout, headers), timeout + 1)
 
 
 class FearGreed:
@@ -97,3 +97,26 @@ class WhaleAlert:
                               "to": dst.get("owner") or dst.get("address", "?"),
                               "flow": "inflow" if into and not out else "outflow" if out and not into else "wallet"})
         return transfers
+
+
+class Social:
+    """LunarCrush's coin list (a paid key): social volume per asset against its own running baseline."""
+
+    def __init__(self, url, key, timeout):
+        self.url, self.key, self.timeout = url, key, timeout
+        self.baseline = {}  # asset -> moving average of the 24h social volume seen so far
+
+    async def fetch(self, assets):
+        body = await get_json(f"{self.url}?limit=1000", self.timeout, {"Authorization": f"Bearer {self.key}"})
+        rows = {str(r.get("symbol", "")).upper(): r for r in body["data"]}
+        out = {}
+        for asset in assets:
+            volume = (rows.get(asset) or {}).get("social_volume_24h")
+            if volume is None:
+                continue
+            base = self.baseline.get(asset, float(volume))
+            out[asset] = {"volume": float(volume), "baseline": base}
+            self.baseline[asset] = 0.9 * base + 0.1 * float(volume)
+        if not out:
+            raise ValueError("no social volume for the configured assets in the answer")
+        return out

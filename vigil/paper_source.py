@@ -8,7 +8,7 @@ import time
 from vigil import venues
 from vigil.candle_stream import CandleStream
 from vigil.config import TIMEFRAME_MS
-from vigil.http_feeds import FearGreed, Wallets, WhaleAlert
+from vigil.http_feeds import FearGreed, Social, Wallets, WhaleAlert
 
 log = logging.getLogger("vigil.paper")
 
@@ -32,12 +32,14 @@ class PaperSource:
         self.clients = {v: venues.client(cfg, v, self.timeout) for v in m["venues"]}  # streams and backfill
         self.polled = {v: venues.client(cfg, v, self.timeout, throttled=False) for v in f["funding_venues"]}
         bar_ms = TIMEFRAME_MS[m["timeframe"]]
-        self.streams = [CandleStream(self.clients[v], v, s, venues.swap_symbol(s), bar_ms, m["history"],
+        self.streams = [CandleStream(self.clients[v], v, s, venues.market_symbol(v, s), bar_ms, m["history"],
                                      m["stale_after"]) for v in m["venues"] for s in self.symbols]
         self.fear_greed = FearGreed(f["fear_greed_url"], self.timeout)
         key = os.environ.get(f["etherscan_key_env"], "")
         self.wallets = Wallets(f["etherscan_url"], key, f["wallets"], f["exchange_labels"], f["window_s"],
                                self.timeout) if key and f["wallets"] else None
+        social_key = os.environ.get(f["social_key_env"], "")
+        self.social = Social(f["social_url"], social_key, self.timeout) if social_key else None
         whale_key = os.environ.get(f["whale_alert_key_env"], "")
         self.whales = WhaleAlert(f["whale_alert_url"], whale_key, f["whale_alert_min_usd"], f["window_s"],
                                  self.timeout) if whale_key else None
@@ -81,10 +83,12 @@ class PaperSource:
 
     async def feeds(self, now):
         """Every request at once, each with its own timeout: one slow source never delays the others."""
-        funding, fng, onchain = await asyncio.gather(self._funding(), self._guard(self.fear_greed.fetch()),
-                                                     self._onchain(now))
+        assets = [s.split("/")[0] for s in self.symbols]
+        social = self._guard(self.social.fetch(assets)) if self.social else _none()
+        funding, fng, onchain, social = await asyncio.gather(
+            self._funding(), self._guard(self.fear_greed.fetch()), self._onchain(now), social)
         return {"funding": funding, "fear_greed": fng, "onchain": onchain,
-                "social": _feed(error="no social volume source configured (it needs a paid key)"),
+                "social": social or _feed(error="no social volume source configured (it needs a paid key)"),
                 "liquidations": self._liquidation_feed(now)}
 
     async def _guard(self, coro):
@@ -191,22 +195,26 @@ async def probe(cfg):
         except Exception as e:
             return name, (time.perf_counter() - t) * 1000, f"{type(e).__name__}: {str(e)[:150]}"
 
-    async def candles(ex):
+    async def candles(v, ex):
         await ex.load_markets()
-        if not await ex.fetch_ohlcv(symbol, cfg["market"]["timeframe"], limit=2):
+        market = venues.market_symbol(v, cfg["market"]["symbols"][0])
+        if not await ex.fetch_ohlcv(market, cfg["market"]["timeframe"], limit=2):
             raise ValueError("no candles in the answer")
 
     async def funding(ex):
         await ex.load_markets()
         if ((await ex.fetch_funding_rates([symbol])).get(symbol) or {}).get("fundingRate") is None:
             raise ValueError("no funding rate in the answer")
-    checks = [timed(f"{v} candles", candles(ex)) for v, ex in source.clients.items()]
+    checks = [timed(f"{v} candles", candles(v, ex)) for v, ex in source.clients.items()]
     checks += [timed(f"{v} funding", funding(ex)) for v, ex in source.polled.items()]
     checks.append(timed("fear & greed (alternative.me)", source.fear_greed.fetch()))
     if source.wallets:
         checks.append(timed("etherscan wallets", source.wallets.fetch(int(time.time() * 1000), 1.0)))
     if source.whales:
         checks.append(timed("whale alert", source.whales.fetch(int(time.time() * 1000))))
+    if source.social:
+        checks.append(timed("social volume (lunarcrush)",
+                            source.social.fetch([s.split("/")[0] for s in cfg["market"]["symbols"]])))
     try:
         rows = list(await asyncio.gather(*checks))
     finally:
@@ -215,5 +223,6 @@ async def probe(cfg):
         rows.append(("etherscan wallets", 0.0, "skipped: needs a key and tracked wallets"))
     if not source.whales:
         rows.append(("whale alert", 0.0, "skipped: needs a key"))
-    rows.append(("social volume", 0.0, "skipped: no source configured"))
+    if not source.social:
+        rows.append(("social volume", 0.0, "skipped: needs a key"))
     return rows

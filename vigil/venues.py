@@ -1,13 +1,19 @@
 """Builds lean ccxt.pro clients for the configured venues' perpetuals, with base-URL overrides."""
 import re
 
-# venue -> (ccxt.pro class, market types load_markets may fetch)
-CLIENTS = {"binance": ("binanceusdm", ["linear"]), "bybit": ("bybit", ["linear"]), "okx": ("okx", ["swap"])}
+# venue -> (ccxt.pro class, market types load_markets may fetch, default type)
+CLIENTS = {"binance": ("binanceusdm", ["linear"], "swap"), "binance_spot": ("binance", ["spot"], "spot"),
+           "bybit": ("bybit", ["linear"], "swap"), "okx": ("okx", ["swap"], "swap")}
 
 
 def swap_symbol(symbol):
     """Config 'BTC/USDT' -> the ccxt unified USDT-margined perpetual 'BTC/USDT:USDT'."""
     return f"{symbol}:{symbol.split('/')[1]}"
+
+
+def market_symbol(venue, symbol):
+    """The ccxt symbol a venue trades a config symbol as: spot as is, perpetuals with their settle currency."""
+    return symbol if CLIENTS[venue][2] == "spot" else swap_symbol(symbol)
 
 
 def client(cfg, venue, timeout_s, throttled=True):
@@ -17,9 +23,9 @@ def client(cfg, venue, timeout_s, throttled=True):
     by its full rate-limit interval, while a 60 s heartbeat stays far below every venue's limit anyway.
     """
     import ccxt.pro  # the one place ccxt is imported for market data
-    name, types = CLIENTS[venue]
+    name, types, default = CLIENTS[venue]
     ex = getattr(ccxt.pro, name)({"enableRateLimit": throttled, "timeout": int(timeout_s * 1000),
-                                  "options": {"defaultType": "swap", "fetchMarkets": {"types": types}}})
+                                  "options": {"defaultType": default, "fetchMarkets": {"types": types}}})
     section = cfg.get(f"venue.{venue}", {})
     if section.get("rest_url") or section.get("ws_url"):
         ex.urls["api"] = _override(ex.urls["api"], section.get("rest_url"), section.get("ws_url"), ex)
