@@ -132,3 +132,21 @@ def test_cli_run_and_report_json(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     data = json.loads(rep.stdout)
     assert data["cycles"] == 300 and "strategies" in data and data["definitions"]
+
+
+def test_a_crash_between_write_ahead_and_send_is_resolved_on_restart(tmp_path):
+    """The order row was committed, then the process died: the restart asks, then sends it exactly once."""
+    every = "funding_arb, smart_money, momentum, mean_reversion, sentiment_veto"
+    orch = make(tmp_path, enabled=every)
+    run(orch, 1)  # cycle 1 opens the funding spread: two orders
+    first = orch.db.orders()
+    assert [o["status"] for o in first] == ["filled", "filled"]
+    orch.db.close()
+    (tmp_path / "a").mkdir()
+    crashed = make(tmp_path / "a", enabled=every)
+    crashed.db.save_order(dict(first[0], status="pending", filled=0.0, avg_price=None, fee=0.0))
+    run(crashed, 1)  # the restart replays cycle 1
+    orders = crashed.db.orders()
+    assert [o["id"] for o in orders] == [o["id"] for o in first]  # the same ids, nothing doubled
+    assert [o["status"] for o in orders] == ["filled", "filled"]
+    assert len(crashed.db.fills()) == 2 and len(crashed.db.positions("open")) == 1

@@ -83,8 +83,17 @@ class Executor:
             raise Halted(f"halted before order {order['id']}")
         existing = self.db.order(order["id"])
         if existing is not None:
-            # Already decided once (a restart replayed this cycle): never send it a second time.
-            return self.db.fills(order["id"])
+            # A restart replays the cycle it died in: the same decision maps to the same order id.
+            if existing["status"] not in ("pending", "unknown"):
+                return self.db.fills(order["id"])  # its outcome is known: never send it a second time
+            existing, fills = await self.broker.resolve(existing)  # ask what became of it, by its id
+            with self.db.tx():
+                self.db.save_order(existing)
+                for fill in fills:
+                    self.db.add_fill(schemas.validate("Fill", fill))
+            if existing["status"] != "cancelled" or existing["filled"] > 0:
+                return self.db.fills(order["id"])
+            log.info("order %s was never executed: sending it now under the same id", order["id"])
         order["created_at"] = now
         self.db.save_order(order)  # write-ahead: the row exists before the request leaves
         order, fills = await self.broker.place(order)
