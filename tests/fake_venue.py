@@ -1,6 +1,7 @@
 """A fake Binance USD-M / Bybit / OKX on 127.0.0.1: the public REST endpoints ccxt calls and a WebSocket."""
 import base64
 import hashlib
+import hmac
 import json
 import queue
 import select
@@ -58,6 +59,11 @@ class FakeVenues:
         self.candles = {}  # (venue, BASE) -> list of [ts, o, h, l, c, v]
         self.funding = {}  # (venue, BASE) -> (rate, next funding ts, interval hours)
         self.fng = 50
+        self.api_key, self.secret = "TESTKEY", "SECRETKEY123456"
+        self.orders = {}  # client order id -> Binance order dict (the exchange's own state)
+        self.order_posts = []  # every order request that reached the matching engine's door
+        self.order_faults = []  # kinds for the next order requests: 429, "reject", "timeout", "garbage", "partial"
+        self.on_order = None  # called with the client id before the order is stored (crash tests)
         self.txs = []  # Etherscan txlist rows
         self.whales = []  # Whale Alert transactions
         self.social = {}  # asset -> LunarCrush social_volume_24h
@@ -213,11 +219,29 @@ class FakeVenues:
             def log_message(self, *args):
                 pass
 
+            def do_POST(self):
+                url = urllib.parse.urlparse(self.path)
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                return self._private("POST", url.path, url.query + ("&" if url.query and raw else "") + raw)
+
+            def do_DELETE(self):
+                url = urllib.parse.urlparse(self.path)
+                return self._private("DELETE", url.path, url.query)
+
+            def _private(self, method, path, signed):
+                status, body = venues._signed(method, path, signed, self.headers.get("X-MBX-APIKEY"))
+                if body == "timeout":
+                    time.sleep(2)  # accepted, but the answer comes too late for the client
+                    return self._send(504, b"gateway timeout")
+                self._send(status, body if isinstance(body, bytes) else json.dumps(body).encode())
+
             def do_GET(self):
                 url = urllib.parse.urlparse(self.path)
                 q = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
                 if self.headers.get("Upgrade", "").lower() == "websocket":
                     return venues._websocket(self, url.path)
+                if "signature=" in url.query:
+                    return self._private("GET", url.path, url.query)
                 venues.requests.append((url.path, q))
                 venues.last_headers = dict(self.headers)
                 if venues.latency:
@@ -245,6 +269,61 @@ class FakeVenues:
                     pass
 
         return Handler
+
+    # --- signed Binance USD-M endpoints --------------------------------------------------------------
+    def _signed(self, method, path, signed, api_key):
+        """Checks key and HMAC-SHA256 signature like Binance, then keeps order state by client order id."""
+        payload, _, signature = signed.rpartition("&signature=")
+        expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        if api_key != self.api_key or not hmac.compare_digest(signature, expected):
+            return 401, {"code": -1022, "msg": "Signature for this request is not valid."}
+        q = {k: v[0] for k, v in urllib.parse.parse_qs(payload).items()}
+        with self.lock:
+            if method == "POST" and path == "/fapi/v1/order":
+                return self._new_order(q)
+            if method == "GET" and path == "/fapi/v1/order":
+                order = self.orders.get(q.get("origClientOrderId"))
+                return (200, order) if order else (400, {"code": -2013, "msg": "Order does not exist."})
+            if method == "GET" and path == "/fapi/v1/userTrades":
+                order = next((o for o in self.orders.values() if str(o["orderId"]) == q.get("orderId")), None)
+                return 200, [self._trade(order)] if order and float(order["executedQty"]) else []
+        return 404, {"code": -1, "msg": f"{method} {path} not faked"}
+
+    def _new_order(self, q):
+        cid = q["newClientOrderId"]
+        self.order_posts.append(cid)
+        fault = self.order_faults.pop(0) if self.order_faults else None
+        if fault == 429:
+            return 429, {"code": -1003, "msg": "Too many requests."}
+        if fault == "reject":
+            return 400, {"code": -2019, "msg": "Margin is insufficient."}
+        if cid in self.orders:
+            return 400, {"code": -4116, "msg": "ClientOrderId is duplicated."}
+        if self.on_order:
+            self.on_order(cid, "received")
+        qty = float(q["quantity"])
+        done = qty / 2 if fault == "partial" else qty
+        self.orders[cid] = {
+            "orderId": len(self.orders) + 1000, "symbol": q["symbol"], "clientOrderId": cid,
+            "status": "EXPIRED" if fault == "partial" else "FILLED", "price": "0", "avgPrice": "100.0",
+            "origQty": q["quantity"], "executedQty": str(done), "cumQuote": str(done * 100), "timeInForce": "GTC",
+            "type": q["type"], "reduceOnly": q.get("reduceOnly") == "true", "side": q["side"],
+            "positionSide": "BOTH", "updateTime": int(time.time() * 1000), "time": int(time.time() * 1000)}
+        if self.on_order:
+            self.on_order(cid, "stored")
+        if fault == "timeout":
+            return 200, "timeout"
+        if fault == "garbage":
+            return 200, b"<html>502 upstream</html>"
+        return 200, dict(self.orders[cid])
+
+    def _trade(self, order):
+        qty = float(order["executedQty"])
+        return {"symbol": order["symbol"], "id": order["orderId"] * 10, "orderId": order["orderId"],
+                "side": order["side"], "price": "100.0", "qty": str(qty), "realizedPnl": "0", "marginAsset": "USDT",
+                "quoteQty": str(qty * 100), "commission": str(qty * 100 * 0.0005), "commissionAsset": "BNB",
+                "time": order["updateTime"], "positionSide": "BOTH", "buyer": order["side"] == "BUY",
+                "maker": False}
 
     # --- WebSocket (RFC 6455, text frames, enough for ccxt.pro) -------------------------------------
     def _websocket(self, handler, path):

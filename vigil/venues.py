@@ -25,7 +25,8 @@ def client(cfg, venue, timeout_s, throttled=True):
     import ccxt.pro  # the one place ccxt is imported for market data
     name, types, default = CLIENTS[venue]
     ex = getattr(ccxt.pro, name)({"enableRateLimit": throttled, "timeout": int(timeout_s * 1000),
-                                  "options": {"defaultType": default, "fetchMarkets": {"types": types}}})
+                                  "options": {"defaultType": default, "fetchMarkets": {"types": types},
+                                              "fetchCurrencies": False}})  # markets are all we need
     section = cfg.get(f"venue.{venue}", {})
     if section.get("rest_url") or section.get("ws_url"):
         ex.urls["api"] = _override(ex.urls["api"], section.get("rest_url"), section.get("ws_url"), ex)

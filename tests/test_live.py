@@ -1,0 +1,108 @@
+import asyncio
+import logging
+
+from fake_venue import FakeVenues
+from vigil import venues
+from vigil.executor import Executor
+from vigil.live_broker import LiveBroker
+from vigil.storage import Storage
+
+SECRET = "SECRETKEY123456"
+
+
+def order(cid, qty=0.5, side="buy"):
+    return {"id": cid, "cycle": 1, "proposal_id": "p", "position_id": "p", "strategy": "s", "leg": 0,
+            "venue": "binance", "symbol": "BTC/USDT", "side": side, "market": "swap", "type": "market", "qty": qty,
+            "price": None, "reduce_only": False, "status": "pending", "filled": 0.0, "avg_price": None, "fee": 0.0,
+            "fee_ccy": "USDT", "exchange_id": None, "error": None, "created_at": 0}
+
+
+def broker(fake, secret=SECRET):
+    ex = venues.client({"venue.binance": {"rest_url": fake.url, "ws_url": ""}}, "binance", 1.0, throttled=False)
+    ex.apiKey, ex.secret = "TESTKEY", secret
+    return ex, LiveBroker({"binance": ex})
+
+
+def run(fake, body, secret=SECRET):
+    async def go():
+        ex, b = broker(fake, secret)
+        try:
+            return await body(b)
+        finally:
+            await ex.close()
+    return asyncio.run(go())
+
+
+def test_a_filled_order_books_its_fee_in_the_real_currency():
+    with FakeVenues() as fake:
+        done, fills = run(fake, lambda b: b.place(order("vg1-a")))
+        assert done["status"] == "filled" and done["filled"] == 0.5 and done["exchange_id"] == "1000"
+        assert done["fee_ccy"] == "BNB" and fills[0]["fee"] == 0.025 and fills[0]["price"] == 100.0
+        assert fake.orders["vg1-a"]["side"] == "BUY"
+
+
+def test_unknown_outcomes_are_resolved_by_client_id_never_resent():
+    with FakeVenues() as fake:
+        for fault in ("timeout", "garbage"):
+            fake.order_faults = [fault]
+            done, fills = run(fake, lambda b: b.place(order(f"vg1-{fault}")))
+            assert done["status"] == "filled" and fills  # the lookup found what the answer did not prove
+        assert fake.order_posts == ["vg1-timeout", "vg1-garbage"]  # one request each: nothing sent twice
+
+
+def test_throttling_is_retried_rejections_never():
+    with FakeVenues() as fake:
+        fake.order_faults = [429]
+        done, _ = run(fake, lambda b: b.place(order("vg1-t")))
+        assert done["status"] == "filled" and fake.order_posts == ["vg1-t", "vg1-t"]
+        fake.order_faults = ["reject"]
+        done, fills = run(fake, lambda b: b.place(order("vg1-r")))
+        assert done["status"] == "rejected" and "Margin is insufficient" in done["error"] and not fills
+        assert fake.order_posts.count("vg1-r") == 1
+
+
+def test_partial_fill_minimum_size_and_bad_keys():
+    with FakeVenues() as fake:
+        fake.order_faults = ["partial"]
+        done, fills = run(fake, lambda b: b.place(order("vg1-p")))
+        assert done["status"] == "partial" and done["filled"] == 0.25 and fills[0]["qty"] == 0.25
+        tiny, _ = run(fake, lambda b: b.place(order("vg1-tiny", qty=0.0001)))
+        assert tiny["status"] == "rejected" and "minimum" in tiny["error"]  # precision or size: caught before sending
+        assert "vg1-tiny" not in fake.order_posts  # refused before any request
+        bad, _ = run(fake, lambda b: b.place(order("vg1-bad")), secret="WRONGSECRET999")
+        assert bad["status"] == "rejected" and "Signature" in bad["error"] and "vg1-bad" not in fake.orders
+
+
+def test_second_leg_rejected_unwinds_the_first_and_records_both(tmp_path):
+    from live_driver import intents
+    with FakeVenues() as fake:
+        fake.order_faults = [None, "reject"]
+        db = Storage(str(tmp_path / "v.db"))
+        cycle, trade = intents()[0]
+
+        async def go():
+            ex, b = broker(fake)
+            try:
+                return await Executor(db, b, lambda: False).open(trade, cycle, 0)
+            finally:
+                await ex.close()
+        position = asyncio.run(go())
+        assert position["status"] == "closed" and position["close_reason"] == "leg failed"
+        statuses = {o["id"][-2:]: o["status"] for o in db.orders()}
+        assert statuses == {"0o": "filled", "1o": "rejected", "0c": "filled"}  # opened, refused, unwound
+        assert fake.orders[next(i for i in fake.orders if i.endswith("0c"))]["side"] == "SELL"
+
+
+def test_secrets_never_reach_logs_or_the_database(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    with FakeVenues() as fake:
+        fake.order_faults = ["timeout", "reject"]
+        run(fake, lambda b: b.place(order("vg1-s1")))
+        run(fake, lambda b: b.place(order("vg1-s2")))
+        bad, _ = run(fake, lambda b: b.place(order("vg1-s3")), secret="WRONGSECRET999")
+        db = Storage(str(tmp_path / "v.db"))
+        db.save_order(bad)
+        db.close()
+    raw = (tmp_path / "v.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("v.db-*"))
+    for secret in (SECRET, "WRONGSECRET999"):
+        assert secret not in caplog.text and secret.encode() not in raw and secret not in bad["error"]

@@ -1,0 +1,117 @@
+"""Sends orders to the exchanges through ccxt, classifying every error and resolving unknown outcomes by client id."""
+import asyncio
+import logging
+
+import ccxt
+
+from vigil import venues
+
+log = logging.getLogger("vigil.live")
+RETRIES = 3
+
+
+class LiveBroker:
+    """Same interface as SimBroker: place(order) and resolve(order) return (order, fills).
+
+    A retry is only ever the same client order id after a lookup proved the first try absent, so the
+    exchange itself would refuse a double.
+    """
+
+    def __init__(self, clients):
+        self.clients = clients  # venue -> ccxt async client with keys
+
+    async def place(self, order):
+        ex = self.clients[order["venue"]]
+        symbol = venues.market_symbol(order["venue"], order["symbol"])
+        try:
+            await ex.load_markets()
+            amount = float(ex.amount_to_precision(symbol, order["qty"]))
+        except (ccxt.InvalidOrder, ccxt.BadSymbol, ccxt.ArgumentsRequired) as e:
+            return _rejected(order, f"{type(e).__name__}: {e}"), []
+        except ccxt.NetworkError as e:
+            return _rejected(order, f"not sent, markets unavailable: {type(e).__name__}"), []
+        minimum = (ex.market(symbol)["limits"]["amount"] or {}).get("min") or 0
+        if amount <= 0 or amount < minimum:
+            return _rejected(order, f"amount {order['qty']} is below the market minimum {minimum}"), []
+        params = {"clientOrderId": order["id"]}
+        if order["reduce_only"] and order["market"] == "swap":
+            params["reduceOnly"] = True
+        delay = 0.5
+        for attempt in range(RETRIES):
+            try:
+                answer = await ex.create_order(symbol, order["type"], order["side"], amount, order["price"], params)
+            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
+                # Refused before it was processed: after a pause, the same id again (a duplicate would be refused).
+                log.warning("order %s throttled (%s), retry %d", order["id"], type(e).__name__, attempt + 1)
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            except (ccxt.NetworkError, ccxt.BadResponse) as e:
+                # Timeout, 5xx, garbage: the order may or may not exist. Only its id can tell.
+                log.warning("order %s outcome unknown (%s): looking it up", order["id"], type(e).__name__)
+                return await self.resolve(dict(order, status="unknown", error=f"{type(e).__name__}: {e}"[:300]))
+            except ccxt.ExchangeError as e:  # the exchange answered no: never retried
+                return _rejected(order, f"{type(e).__name__}: {e}"[:300]), []
+            if not answer or not answer.get("id"):
+                return await self.resolve(dict(order, status="unknown", error="answer without an order id"))
+            return await self._booked(ex, symbol, order, answer)
+        return _rejected(order, "throttled on every try; not sent"), []
+
+    async def resolve(self, order):
+        """What became of an order, asked by its client id; 'cancelled' with nothing filled means never placed."""
+        ex = self.clients[order["venue"]]
+        symbol = venues.market_symbol(order["venue"], order["symbol"])
+        for attempt in range(RETRIES):
+            try:
+                await ex.load_markets()
+                answer = await ex.fetch_order(None, symbol, {"clientOrderId": order["id"]})
+            except ccxt.OrderNotFound:
+                return dict(order, status="cancelled", error="not at the exchange: never placed"), []
+            except (ccxt.NetworkError, ccxt.BadResponse) as e:
+                await asyncio.sleep(0.5 * (attempt + 1))
+                order = dict(order, status="unknown", error=f"lookup failed: {type(e).__name__}")
+                continue
+            return await self._booked(ex, symbol, order, answer)
+        return order, []  # still unknown: reconciliation and the next restart ask again
+
+    async def _booked(self, ex, symbol, order, answer):
+        filled = float(answer.get("filled") or 0)
+        status = {"closed": "filled", "canceled": "cancelled", "expired": "cancelled", "rejected": "rejected",
+                  "open": "open"}.get(answer.get("status"), "unknown")
+        if filled > 0 and (status == "cancelled" or (status == "filled" and filled < order["qty"] * (1 - 1e-9))):
+            status = "partial"  # market orders are IOC: what did not fill is gone
+        fee, fee_ccy, fills = 0.0, "USDT", []
+        if filled > 0:
+            trades = await self._trades(ex, symbol, answer)
+            for t in trades:
+                cost = float((t.get("fee") or {}).get("cost") or 0)
+                fee += cost
+                fee_ccy = (t.get("fee") or {}).get("currency") or fee_ccy
+                fills.append({"order_id": order["id"], "venue": order["venue"], "symbol": order["symbol"],
+                              "side": order["side"], "qty": float(t["amount"]), "price": float(t["price"]),
+                              "fee": cost, "fee_ccy": fee_ccy,
+                              "liquidity": "maker" if t.get("takerOrMaker") == "maker" else "taker",
+                              "ts": int(t.get("timestamp") or 0)})
+            if not fills:  # no trade list: one fill at the average price, fee as the order reports it
+                f = answer.get("fee") or {}
+                fee, fee_ccy = float(f.get("cost") or 0), f.get("currency") or fee_ccy
+                fills.append({"order_id": order["id"], "venue": order["venue"], "symbol": order["symbol"],
+                              "side": order["side"], "qty": filled, "price": float(answer["average"]),
+                              "fee": fee, "fee_ccy": fee_ccy, "liquidity": "taker",
+                              "ts": int(answer.get("timestamp") or 0)})
+        booked = dict(order, status=status, filled=filled, exchange_id=str(answer.get("id")),
+                      avg_price=float(answer["average"]) if answer.get("average") else None, fee=fee,
+                      fee_ccy=fee_ccy, error=None if status in ("filled", "partial", "open") else order.get("error"))
+        return booked, fills
+
+    async def _trades(self, ex, symbol, answer):
+        try:
+            trades = await ex.fetch_my_trades(symbol, params={"orderId": answer["id"]})
+        except (ccxt.NetworkError, ccxt.ExchangeError) as e:
+            log.warning("trades of order %s unavailable (%s): using the order's average", answer["id"], e)
+            return []
+        return [t for t in trades if str(t.get("order")) == str(answer["id"])]
+
+
+def _rejected(order, why):
+    return dict(order, status="rejected", error=why)
