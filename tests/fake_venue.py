@@ -64,6 +64,11 @@ class FakeVenues:
         self.order_posts = []  # every order request that reached the matching engine's door
         self.order_faults = []  # kinds for the next order requests: 429, "reject", "timeout", "garbage", "partial"
         self.on_order = None  # called with the client id before the order is stored (crash tests)
+        self.extra_positions = {}  # positions opened outside Vigil, by exchange symbol
+        self.open_orders = []  # resting orders the exchange reports (e.g. someone else's)
+        self.balance = 10000.0
+        self.withdrawals = False
+        self.clock_offset_ms = 0
         self.txs = []  # Etherscan txlist rows
         self.whales = []  # Whale Alert transactions
         self.social = {}  # asset -> LunarCrush social_volume_24h
@@ -165,6 +170,8 @@ class FakeVenues:
         if path == "/api/v3/exchangeInfo":
             return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [],
                     "symbols": [_binance_spot_market(b) for b in self.bases]}
+        if path == "/fapi/v1/time":
+            return {"serverTime": int(time.time() * 1000) + self.clock_offset_ms}
         if path.endswith("/exchangeInfo"):
             return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [], "assets": [],
                     "symbols": [_binance_market(b) for b in self.bases]}
@@ -284,10 +291,41 @@ class FakeVenues:
             if method == "GET" and path == "/fapi/v1/order":
                 order = self.orders.get(q.get("origClientOrderId"))
                 return (200, order) if order else (400, {"code": -2013, "msg": "Order does not exist."})
+            if method == "GET" and path == "/fapi/v1/leverageBracket":
+                return 200, [{"symbol": f"{b}USDT", "brackets": [{
+                    "bracket": 1, "initialLeverage": 20, "notionalCap": 1e9, "notionalFloor": 0,
+                    "maintMarginRatio": 0.004, "cum": 0}]} for b in self.bases]
+            if method == "GET" and path in ("/fapi/v2/positionRisk", "/fapi/v3/positionRisk"):
+                return 200, [{"symbol": sym, "positionAmt": str(amt), "entryPrice": "100.0", "markPrice": "100.0",
+                              "unRealizedProfit": "0", "liquidationPrice": "0", "leverage": "20",
+                              "marginType": "cross", "isolatedMargin": "0", "positionSide": "BOTH",
+                              "notional": str(amt * 100), "updateTime": 0}
+                             for sym, amt in self.net_positions().items() if amt]
+            if method == "GET" and path == "/fapi/v3/account":
+                return 200, {"totalWalletBalance": str(self.balance), "availableBalance": str(self.balance),
+                             "assets": [{"asset": "USDT", "walletBalance": str(self.balance),
+                                         "availableBalance": str(self.balance), "crossWalletBalance": str(self.balance),
+                                         "unrealizedProfit": "0", "marginBalance": str(self.balance)}],
+                             "positions": []}
+            if method == "GET" and path == "/fapi/v1/openOrders":
+                return 200, [o for o in self.open_orders]
+            if method == "GET" and path == "/sapi/v1/account/apiRestrictions":
+                return 200, {"ipRestrict": False, "createTime": 0, "enableReading": True, "enableFutures": True,
+                             "enableSpotAndMarginTrading": False, "enableWithdrawals": self.withdrawals,
+                             "enableInternalTransfer": False, "permitsUniversalTransfer": False,
+                             "enableVanillaOptions": False, "enableMargin": False}
             if method == "GET" and path == "/fapi/v1/userTrades":
                 order = next((o for o in self.orders.values() if str(o["orderId"]) == q.get("orderId")), None)
                 return 200, [self._trade(order)] if order and float(order["executedQty"]) else []
         return 404, {"code": -1, "msg": f"{method} {path} not faked"}
+
+    def net_positions(self):
+        """Signed position per exchange symbol: what our filled orders built, plus any planted by hand."""
+        net = dict(self.extra_positions)
+        for o in self.orders.values():
+            qty = float(o["executedQty"]) * (1 if o["side"] == "BUY" else -1)
+            net[o["symbol"]] = round(net.get(o["symbol"], 0.0) + qty, 12)
+        return net
 
     def _new_order(self, q):
         cid = q["newClientOrderId"]

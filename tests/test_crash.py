@@ -3,7 +3,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from fake_venue import FakeVenues

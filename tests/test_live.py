@@ -106,3 +106,83 @@ def test_secrets_never_reach_logs_or_the_database(tmp_path, caplog):
     raw = (tmp_path / "v.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("v.db-*"))
     for secret in (SECRET, "WRONGSECRET999"):
         assert secret not in caplog.text and secret.encode() not in raw and secret not in bad["error"]
+
+
+def live_config(tmp_path, fake, monkeypatch, extra=""):
+    import time as _time
+    from fake_venue import MIN
+    from vigil import config
+    now = int(_time.time() * 1000) // MIN * MIN - 10 * MIN
+    for base in ("BTC", "ETH"):
+        fake.seed("binance", base, now - 400 * MIN, 400)
+        fake.funding[("binance", base)] = (0.0001, now + 3_600_000, 8.0)
+    monkeypatch.setenv("BINANCE_API_KEY", "TESTKEY")
+    monkeypatch.setenv("BINANCE_API_SECRET", SECRET)
+    path = tmp_path / "v.cfg"
+    path.write_text(f"[vigil]\nmode = live\ndb = {tmp_path}/v.db\nconsole = false\n"
+                    f"[market]\nvenues = binance\nsymbols = BTC/USDT, ETH/USDT\n"
+                    f"[venue.binance]\nrest_url = {fake.url}\nws_url = {fake.ws}\n"
+                    f"[feeds]\nfunding_venues = binance\ntimeout = 1\nfear_greed_url = {fake.url}/fng/\n{extra}")
+    return path, config.load(path)
+
+
+def test_reconciliation_reports_foreign_positions_and_halts_on_differences(tmp_path, monkeypatch):
+    from vigil import cli
+    with FakeVenues() as fake:
+        path, cfg = live_config(tmp_path, fake, monkeypatch)
+        fake.extra_positions["ETHUSDT"] = 2.0  # opened by hand: not Vigil's
+        fake.open_orders = [{"orderId": 5, "symbol": "ETHUSDT", "clientOrderId": "manual-1", "status": "NEW",
+                             "price": "90", "origQty": "1", "executedQty": "0", "type": "LIMIT", "side": "BUY",
+                             "timeInForce": "GTC", "time": 0, "updateTime": 0, "avgPrice": "0"}]
+        orch = cli.build(cfg)
+
+        async def go():
+            try:
+                await orch.reconcile()
+                alerts = [t for (t,) in orch.db.conn.execute("SELECT text FROM alerts WHERE kind='reconcile'")]
+                assert any("ETH/USDT: a position of 2 that Vigil did not open, left alone" in a for a in alerts)
+                assert any("manual-1" in a and "left alone" in a for a in alerts)
+                assert not orch.is_halted()
+                # the database believes in a position the exchange does not have: halt, naming it
+                orch.db.save_position({"id": "p9", "strategy": "momentum", "status": "open", "closed_at": None,
+                                       "legs": [{"venue": "binance", "symbol": "BTC/USDT", "side": "buy",
+                                                 "market": "swap", "qty": 0.5}]})
+                await orch.reconcile()
+                assert orch.is_halted() and "the database holds 0.5, the exchange 0" in orch.halt["reason"]
+            finally:
+                await orch.executor.broker.close()
+        asyncio.run(go())
+
+
+def test_live_check_verifies_keys_withdrawals_and_clock(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    with FakeVenues() as fake:
+        path, cfg = live_config(tmp_path, fake, monkeypatch)
+        ok = subprocess.run([sys.executable, "run.py", "--config", str(path), "check"], cwd=root,
+                            capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "binance account (USDT free 10000.0, clock skew" in ok.stdout
+        fake.withdrawals, fake.clock_offset_ms = True, 5000
+        bad = subprocess.run([sys.executable, "run.py", "--config", str(path), "check"], cwd=root,
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 1 and "WITHDRAW" in bad.stdout and "clock skew" in bad.stdout
+        assert SECRET not in ok.stdout + ok.stderr + bad.stdout + bad.stderr
+
+
+def test_the_loop_runs_live_against_the_fake(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+    from vigil.storage import Storage
+    root = Path(__file__).resolve().parent.parent
+    with FakeVenues() as fake:
+        path, cfg = live_config(tmp_path, fake, monkeypatch, "[live]\nreconcile_every = 2\n")
+        out = subprocess.run([sys.executable, "run.py", "--config", str(path), "--live", "--cycles", "4",
+                              "--interval", "0.2"], cwd=root, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        db = Storage(str(tmp_path / "v.db"))
+        assert db.get("last_cycle") == 4 and db.get("halt") is None
+        assert "TESTKEY" not in out.stderr and SECRET not in out.stderr

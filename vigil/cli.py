@@ -136,10 +136,6 @@ def _two_keys(cfg, args):
         raise UsageError("[vigil] mode: live needs --live on the command line as the second key")
     if args.live and mode != "live":
         raise UsageError(f"--live: [vigil] mode is {mode}, not live; refusing to guess")
-    if mode == "live":
-        # Never fall back to simulated orders silently: a live run must be what it says.
-        raise UsageError("[vigil] mode: live needs the exchange broker, which this version does not ship yet; "
-                         "use mode = paper or sim")
 
 
 def check(cfg):
@@ -150,6 +146,8 @@ def check(cfg):
         return 0
     from vigil.paper_source import probe
     rows = asyncio.run(probe(cfg))
+    if cfg["vigil"]["mode"] == "live":
+        rows += asyncio.run(_live_check(cfg))
     width = max(len(name) for name, _, _ in rows)
     failed = 0
     for name, ms, error in rows:
@@ -171,10 +169,21 @@ def build(cfg):
     else:
         from vigil.paper_source import PaperSource
         source = PaperSource(cfg)
-    broker = SimBroker(source, cfg["fills"])
+    broker = live_broker(cfg) if cfg["vigil"]["mode"] == "live" else SimBroker(source, cfg["fills"])
     orch = Orchestrator(cfg, db, source, broker, console=_console)
     orch.on_inputs.append(Recorder(db, cfg).record)
+    if cfg["vigil"]["mode"] == "live":
+        from vigil import reconcile
+        orch.reconciler = lambda: reconcile.reconcile(broker.clients, db, cfg["market"]["symbols"])
     return orch
+
+
+def live_broker(cfg):
+    """Real orders go to the perpetual venues that trade (spot data venues never get orders)."""
+    from vigil import venues
+    from vigil.live_broker import LiveBroker
+    return LiveBroker({v: venues.client(cfg, v, cfg["feeds"]["timeout"], keys=True)
+                       for v in cfg["market"]["venues"] if v in ("binance", "bybit")})
 
 
 def _console(line):
@@ -207,6 +216,8 @@ async def run(cfg, cycles, interval):
         log.info("vigil stopped after cycle %d", orch.cycle_n)
         if bot:
             await bot.stop()
+        if hasattr(orch.executor.broker, "close"):
+            await orch.executor.broker.close()
         orch.db.close()
     return 0
 
@@ -223,3 +234,12 @@ async def _start_bot(cfg, orch):
     bot = Bot(cfg, orch)
     await bot.start()
     return bot
+
+
+async def _live_check(cfg):
+    broker = live_broker(cfg)
+    try:
+        return [(f"{venue} account" + (f" ({details})" if details else ""), 0.0, problem)
+                for venue, problem, details in await broker.check()]
+    finally:
+        await broker.close()

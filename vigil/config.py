@@ -79,7 +79,15 @@ TABLE = {
     **{f"venue.{venue}": {
         "rest_url": (str, "", None, None, "REST base URL override (proxy, mirror); empty: ccxt's"),
         "ws_url": (str, "", None, None, "WebSocket base URL override; empty: ccxt's"),
+        "key_env": (str, f"{venue.split('_')[0].upper()}_API_KEY", None, None,
+                    "environment variable holding the API key (live only)"),
+        "secret_env": (str, f"{venue.split('_')[0].upper()}_API_SECRET", None, None,
+                       "environment variable holding the API secret (live only)"),
+        "testnet": (bool, False, None, None, "use the venue's testnet or demo environment"),
     } for venue in ("binance", "binance_spot", "bybit", "okx")},
+    "live": {
+        "reconcile_every": (int, 10, 1, 100000, "cycles between reconciliations with the exchanges"),
+    },
     "telegram": {
         "enabled": (bool, False, None, None, "run the Telegram bot"),
         "token_env": (str, "VIGIL_TELEGRAM_TOKEN", None, None, "environment variable holding the bot token"),

@@ -68,6 +68,15 @@ class Executor:
         self.db.save_position(position)
         return position
 
+    async def recover(self):
+        """Asks the broker what became of every order a crash left pending or unknown, by its id."""
+        for order in self.db.orders(statuses=("pending", "unknown")):
+            order, fills = await self.broker.resolve(order)
+            with self.db.tx():
+                self.db.save_order(order)
+                for fill in fills:
+                    self.db.add_fill(schemas.validate("Fill", fill))
+
     def _order(self, cycle, proposal, position_id, leg, venue, symbol, side, market, qty, intent, reduce_only):
         return schemas.validate("Order", {
             "id": client_order_id(cycle, proposal["strategy"], symbol, leg, intent),

@@ -57,6 +57,31 @@ class LiveBroker:
             return await self._booked(ex, symbol, order, answer)
         return _rejected(order, "throttled on every try; not sent"), []
 
+    async def close(self):
+        for ex in self.clients.values():
+            await ex.close()
+
+    async def check(self):
+        """[(venue, problem or None, details)]: keys work, no withdrawal permission, clock in step, balance."""
+        rows = []
+        for venue, ex in self.clients.items():
+            if not ex.apiKey or not ex.secret:
+                rows.append((venue, "no API key or secret in the environment", ""))
+                continue
+            try:
+                balance = await ex.fetch_balance()
+                skew_ms = await ex.fetch_time() - ex.milliseconds()
+                warnings = []
+                if abs(skew_ms) > 1000:
+                    warnings.append(f"clock skew {skew_ms} ms")
+                if venue.startswith("binance") and (await ex.sapi_get_account_apirestrictions()).get("enableWithdrawals"):
+                    warnings.append("the key may WITHDRAW: create one without that permission")
+                details = f"USDT free {balance.get('USDT', {}).get('free')}, clock skew {skew_ms} ms"
+                rows.append((venue, "; ".join(warnings) or None, details))
+            except ccxt.BaseError as e:
+                rows.append((venue, f"{type(e).__name__}: {str(e)[:150]}", ""))
+        return rows
+
     async def resolve(self, order):
         """What became of an order, asked by its client id; 'cancelled' with nothing filled means never placed."""
         ex = self.clients[order["venue"]]

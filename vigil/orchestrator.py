@@ -42,6 +42,7 @@ class Orchestrator:
         self.listeners = []  # callables(kind, text) for alerts, e.g. the Telegram bot
         self.on_cycle = []  # callables(CycleRecord) after each recorded cycle, e.g. the watchdog
         self.on_inputs = []  # callables(inputs) before the decisions, e.g. the flight recorder
+        self.reconciler = None  # live: async () -> (problems, notices), run at start and every few cycles
         self.trading = asyncio.Lock()  # execute+track and a flatten never interleave their orders
         self.feed_errors = set()
         self.failing = set()
@@ -76,6 +77,21 @@ class Orchestrator:
                 closed += position["status"] == "closed"
             return closed, len(self.positions)
 
+    async def reconcile(self):
+        """Resolves what the exchange can prove; anything else halts trading with every difference named."""
+        if not self.reconciler:
+            return
+        async with self.trading:
+            await self.executor.recover()
+            problems, notices = await self.reconciler()
+        for text in notices:
+            self.alert("reconcile", text)
+        if problems:
+            for text in problems:
+                self.alert("reconcile", text)
+            if not self.is_halted():
+                self.kill("reconciliation: " + "; ".join(problems))
+
     def paused(self):
         return set(self.paused_names)
 
@@ -96,6 +112,7 @@ class Orchestrator:
         """Cycle k starts at t0 + k * interval; an overrun skips the missed beats and says so."""
         interval = self.cfg["vigil"]["interval"] if interval is None else interval
         await self.source.start()
+        await self.reconcile()
         loop = asyncio.get_running_loop()
         t0, k, done = loop.time(), 0, 0
         try:
@@ -146,6 +163,8 @@ class Orchestrator:
             self.db.add_equity(now, n, rec["equity"])
             self.db.put("last_cycle", n)
         self.cycle_n, self.last, self.in_flight = n, rec, "idle"
+        if self.reconciler and n % self.cfg["live"]["reconcile_every"] == 0:
+            await self.reconcile()
         if n % PRUNE_EVERY == 0:
             market = self.cfg["market"]
             self.db.prune(now - self.cfg["vigil"]["retention_days"] * 86_400_000,

@@ -1,4 +1,5 @@
 """Builds lean ccxt.pro clients for the configured venues' perpetuals, with base-URL overrides."""
+import os
 import re
 
 # venue -> (ccxt.pro class, market types load_markets may fetch, default type)
@@ -16,7 +17,7 @@ def market_symbol(venue, symbol):
     return symbol if CLIENTS[venue][2] == "spot" else swap_symbol(symbol)
 
 
-def client(cfg, venue, timeout_s, throttled=True):
+def client(cfg, venue, timeout_s, throttled=True, keys=False):
     """One async client per venue; only its perpetual markets are loaded, so start-up stays lean.
 
     throttled=False is for the one bulk request per venue per cycle: ccxt's limiter would delay each of them
@@ -28,6 +29,11 @@ def client(cfg, venue, timeout_s, throttled=True):
                                   "options": {"defaultType": default, "fetchMarkets": {"types": types},
                                               "fetchCurrencies": False}})  # markets are all we need
     section = cfg.get(f"venue.{venue}", {})
+    if keys:  # live trading: keys from the environment, never from the config file
+        ex.apiKey = os.environ.get(section["key_env"], "")
+        ex.secret = os.environ.get(section["secret_env"], "")
+        if section["testnet"]:
+            ex.set_sandbox_mode(True)
     if section.get("rest_url") or section.get("ws_url"):
         ex.urls["api"] = _override(ex.urls["api"], section.get("rest_url"), section.get("ws_url"), ex)
     return ex

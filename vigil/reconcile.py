@@ -1,0 +1,56 @@
+"""Compares the exchanges' positions and resting orders with the database and names every difference."""
+import ccxt
+
+from vigil import venues
+
+TOLERANCE = 1e-9
+
+
+async def reconcile(clients, db, symbols):
+    """Returns (problems, notices): a problem halts trading, a notice (something Vigil did not create) is reported."""
+    problems, notices = [], []
+    booked = {p["id"] for p in db.positions()}
+    for o in db.orders(statuses=("filled", "partial")):
+        if o["position_id"] not in booked and not o["position_id"].endswith(":exit"):
+            problems.append(f"order {o['id']} filled {o['filled']} {o['symbol']} on {o['venue']} but no position "
+                            "was booked for it")
+    for o in db.orders(statuses=("pending", "unknown")):
+        problems.append(f"order {o['id']} is still {o['status']}: its outcome could not be proven")
+    expected = {}
+    for p in db.positions():
+        if p["status"] == "closed":
+            continue
+        for leg in p["legs"]:
+            if leg["market"] == "swap":
+                key = (leg["venue"], leg["symbol"])
+                expected[key] = expected.get(key, 0.0) + leg["qty"] * (1 if leg["side"] == "buy" else -1)
+    for venue, ex in clients.items():
+        markets = [venues.swap_symbol(s) for s in symbols]
+        try:
+            held = await ex.fetch_positions(markets)
+            resting = [o for m in markets for o in await ex.fetch_open_orders(m)]
+        except ccxt.BaseError as e:
+            problems.append(f"{venue}: positions or orders unavailable ({type(e).__name__})")
+            continue
+        actual = {}
+        for pos in held:
+            size = float(pos.get("contracts") or 0) * float(pos.get("contractSize") or 1)
+            key = (venue, pos["symbol"].split(":")[0])
+            actual[key] = actual.get(key, 0.0) + (size if pos.get("side") == "long" else -size)
+        for key in sorted(set(expected) | set(actual)):
+            if key[0] != venue:
+                continue
+            want, have = expected.get(key, 0.0), actual.get(key, 0.0)
+            if abs(want - have) <= TOLERANCE * max(1.0, abs(want)):
+                continue
+            if abs(want) <= TOLERANCE:
+                notices.append(f"{venue} {key[1]}: a position of {have:g} that Vigil did not open, left alone")
+            else:
+                problems.append(f"{venue} {key[1]}: the database holds {want:g}, the exchange {have:g}")
+        for o in resting:
+            cid = o.get("clientOrderId") or ""
+            if cid.startswith("vg"):
+                problems.append(f"{venue}: Vigil's order {cid} rests at the exchange; Vigil never leaves orders resting")
+            else:
+                notices.append(f"{venue}: order {cid or o.get('id')} on {o['symbol']} is not Vigil's, left alone")
+    return problems, notices
