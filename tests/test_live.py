@@ -186,3 +186,21 @@ def test_the_loop_runs_live_against_the_fake(tmp_path, monkeypatch):
         db = Storage(str(tmp_path / "v.db"))
         assert db.get("last_cycle") == 4 and db.get("halt") is None
         assert "TESTKEY" not in out.stderr and SECRET not in out.stderr
+
+
+def test_every_rejection_is_alerted(tmp_path):
+    from live_driver import intents
+    with FakeVenues() as fake:
+        fake.order_faults = ["reject"]
+        alerts = []
+        db = Storage(str(tmp_path / "v.db"))
+        cycle, trade = intents()[0]
+
+        async def go():
+            ex, b = broker(fake)
+            try:
+                await Executor(db, b, lambda: False, lambda kind, text: alerts.append((kind, text))).open(trade, 1, 0)
+            finally:
+                await ex.close()
+        asyncio.run(go())
+        assert alerts and alerts[0][0] == "order" and "rejected" in alerts[0][1] and "Margin" in alerts[0][1]

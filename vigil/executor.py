@@ -19,10 +19,11 @@ class Halted(Exception):
 class Executor:
     """Sends orders through a broker (simulated or ccxt) and keeps the database ahead of it."""
 
-    def __init__(self, db, broker, is_halted):
+    def __init__(self, db, broker, is_halted, alert=lambda kind, text: None):
         self.db = db
         self.broker = broker
         self.is_halted = is_halted
+        self.alert = alert
 
     async def open(self, trade, cycle, now):
         """Opens the approved trade; a spread gets both legs or neither. Returns the Position or None."""
@@ -112,4 +113,6 @@ class Executor:
                 self.db.add_fill(schemas.validate("Fill", fill))
         if order["status"] in ("rejected", "unknown"):
             log.warning("order %s %s: %s", order["id"], order["status"], order["error"])
+            self.alert("order", f"order {order['id']} {order['side']} {order['qty']:g} {order['symbol']} on "
+                                f"{order['venue']} {order['status']}: {order['error']}")
         return fills

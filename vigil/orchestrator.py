@@ -23,7 +23,7 @@ class Orchestrator:
         self.cfg = cfg
         self.db = db
         self.source = source
-        self.executor = Executor(db, broker, self.is_halted)
+        self.executor = Executor(db, broker, self.is_halted, self.alert)
         self.console = console if cfg["vigil"]["console"] else None
         self.strategies = {name: importlib.import_module(f"vigil.{name}")
                            for name in cfg["strategies"]["enabled"]}
