@@ -229,14 +229,19 @@ class FakeVenues:
             def do_POST(self):
                 url = urllib.parse.urlparse(self.path)
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                if self.headers.get("X-BAPI-API-KEY"):
+                    return self._private("POST", url.path, url.query, raw)
                 return self._private("POST", url.path, url.query + ("&" if url.query and raw else "") + raw)
 
             def do_DELETE(self):
                 url = urllib.parse.urlparse(self.path)
                 return self._private("DELETE", url.path, url.query)
 
-            def _private(self, method, path, signed):
-                status, body = venues._signed(method, path, signed, self.headers.get("X-MBX-APIKEY"))
+            def _private(self, method, path, signed, raw_body=""):
+                if self.headers.get("X-BAPI-API-KEY"):
+                    status, body = venues._bybit(method, path, signed, raw_body, self.headers)
+                else:
+                    status, body = venues._signed(method, path, signed, self.headers.get("X-MBX-APIKEY"))
                 if body == "timeout":
                     time.sleep(2)  # accepted, but the answer comes too late for the client
                     return self._send(504, b"gateway timeout")
@@ -247,7 +252,7 @@ class FakeVenues:
                 q = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
                 if self.headers.get("Upgrade", "").lower() == "websocket":
                     return venues._websocket(self, url.path)
-                if "signature=" in url.query:
+                if "signature=" in url.query or self.headers.get("X-BAPI-API-KEY"):
                     return self._private("GET", url.path, url.query)
                 venues.requests.append((url.path, q))
                 venues.last_headers = dict(self.headers)
@@ -318,6 +323,71 @@ class FakeVenues:
                 order = next((o for o in self.orders.values() if str(o["orderId"]) == q.get("orderId")), None)
                 return 200, [self._trade(order)] if order and float(order["executedQty"]) else []
         return 404, {"code": -1, "msg": f"{method} {path} not faked"}
+
+    def _bybit(self, method, path, query, body, headers):
+        """Bybit v5: HMAC-SHA256 of timestamp + key + recvWindow + (body or query), then the same order book."""
+        pre = headers.get("X-BAPI-TIMESTAMP", "") + headers.get("X-BAPI-API-KEY", "") + headers.get(
+            "X-BAPI-RECV-WINDOW", "")
+        expected = hmac.new(self.secret.encode(), (pre + (body if method == "POST" else query)).encode(),
+                            hashlib.sha256).hexdigest()
+        ok = lambda result: (200, {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {},  # noqa: E731
+                                   "time": int(time.time() * 1000)})
+        if headers["X-BAPI-API-KEY"] != self.api_key or not hmac.compare_digest(headers.get("X-BAPI-SIGN", ""),
+                                                                                  expected):
+            return 200, {"retCode": 10004, "retMsg": "error sign!", "result": {}, "time": 0}
+        q = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
+        self.requests.append((path, q or body))
+        with self.lock:
+            if path == "/v5/asset/coin/query-info":
+                return ok({"rows": []})
+            if path == "/v5/user/query-api":
+                return ok({"id": "1", "readOnly": 0, "permissions": {"ContractTrade": ["Order", "Position"],
+                                                                      "Wallet": []}, "unified": 1, "uta": 1})
+            if path == "/v5/account/info":
+                return ok({"unifiedMarginStatus": 4, "marginMode": "REGULAR_MARGIN"})
+            if path == "/v5/order/create":
+                req = json.loads(body)
+                status, answer = self._new_order({"newClientOrderId": req["orderLinkId"],
+                                                  "symbol": req["symbol"], "side": req["side"].upper(),
+                                                  "type": req["orderType"].upper(), "quantity": req["qty"],
+                                                  "reduceOnly": str(req.get("reduceOnly", False)).lower()})
+                if status == 429:
+                    return 200, {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "time": 0}
+                if status != 200:
+                    code = 110007 if answer.get("code") == -2019 else 110072
+                    return 200, {"retCode": code, "retMsg": answer["msg"], "result": {}, "time": 0}
+                if not isinstance(answer, dict):
+                    return status, answer
+                return ok({"orderId": str(answer["orderId"]), "orderLinkId": req["orderLinkId"]})
+            if path in ("/v5/order/realtime", "/v5/order/history"):
+                # Asked by orderLinkId, Bybit answers for any of the recent orders; otherwise open ones only.
+                link = q.get("orderLinkId")
+                rows = [self._bybit_order(o) for cid, o in self.orders.items()
+                        if (link == cid if link else (path == "/v5/order/history") == (o["status"] != "NEW"))]
+                return ok({"category": "linear", "list": rows, "nextPageCursor": ""})
+            if path == "/v5/execution/list":
+                order = next((o for o in self.orders.values() if str(o["orderId"]) == q.get("orderId")), None)
+                rows = []
+                if order and float(order["executedQty"]):
+                    qty = float(order["executedQty"])
+                    rows = [{"symbol": order["symbol"], "orderId": str(order["orderId"]),
+                             "orderLinkId": order["clientOrderId"], "side": order["side"].capitalize(),
+                             "execPrice": "100.0", "execQty": str(qty), "execFee": str(qty * 100 * 0.00055),
+                             "feeCurrency": "USDT", "execTime": str(order["updateTime"]),
+                             "execId": f"e{order['orderId']}", "isMaker": False, "orderType": "Market",
+                             "execType": "Trade", "execValue": str(qty * 100), "feeRate": "0.00055"}]
+                return ok({"category": "linear", "list": rows, "nextPageCursor": ""})
+        return 200, {"retCode": 10001, "retMsg": f"{method} {path} not faked", "result": {}, "time": 0}
+
+    def _bybit_order(self, o):
+        partial = float(o["executedQty"]) < float(o["origQty"])
+        return {"orderId": str(o["orderId"]), "orderLinkId": o["clientOrderId"], "symbol": o["symbol"],
+                "side": o["side"].capitalize(), "orderType": "Market", "price": "0", "qty": o["origQty"],
+                "cumExecQty": o["executedQty"], "cumExecValue": str(float(o["executedQty"]) * 100),
+                "avgPrice": "100.0", "cumExecFee": str(float(o["executedQty"]) * 100 * 0.00055),
+                "orderStatus": "PartiallyFilledCanceled" if partial else "Filled", "timeInForce": "IOC",
+                "reduceOnly": o["reduceOnly"], "createdTime": str(o["time"]), "updatedTime": str(o["updateTime"]),
+                "leavesQty": "0", "positionIdx": 0, "category": "linear"}
 
     def net_positions(self):
         """Signed position per exchange symbol: what our filled orders built, plus any planted by hand."""

@@ -13,11 +13,11 @@ from vigil.storage import Storage  # noqa: E402
 NOW = 1_700_000_000_000
 
 
-def intents():
+def intents(venue="binance"):
     """Three spreads, two legs each: six orders with fixed client ids."""
     out = []
     for k, symbol in enumerate(["BTC/USDT", "ETH/USDT", "BTC/USDT"]):
-        legs = [{"venue": "binance", "symbol": symbol, "side": side, "market": "swap", "qty": 0.5 + k,
+        legs = [{"venue": venue, "symbol": symbol, "side": side, "market": "swap", "qty": 0.5 + k,
                  "price": 100.0, "notional": 100.0 * (0.5 + k)} for side in ("buy", "sell")]
         proposal = {"id": f"{k + 1}:funding_arb:{symbol}:open", "strategy": "funding_arb", "symbol": symbol,
                     "side": "buy", "kind": "spread", "intent": "open", "position_id": None,
@@ -28,13 +28,13 @@ def intents():
     return out
 
 
-async def main(db_path, url):
-    ex = venues.client({"venue.binance": {"rest_url": url, "ws_url": ""}}, "binance", 1.0, throttled=False)
+async def main(db_path, url, venue):
+    ex = venues.client({f"venue.{venue}": {"rest_url": url, "ws_url": ""}}, venue, 1.0, throttled=False)
     ex.apiKey, ex.secret = "TESTKEY", "SECRETKEY123456"
     db = Storage(db_path, durable=True)
-    executor = Executor(db, LiveBroker({"binance": ex}), lambda: False)
+    executor = Executor(db, LiveBroker({venue: ex}), lambda: False)
     try:
-        for cycle, trade in intents():
+        for cycle, trade in intents(venue):
             if db.position(trade["proposal"]["id"]) is None:
                 await executor.open(trade, cycle, NOW)
     finally:
@@ -43,4 +43,4 @@ async def main(db_path, url):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))

@@ -16,24 +16,25 @@ EXPECTED = {client_order_id(cycle, "funding_arb", t["proposal"]["symbol"], leg, 
             for cycle, t in intents() for leg in (0, 1)}
 
 
-def start(db, fake):
-    return subprocess.Popen([sys.executable, DRIVER, str(db), fake.url], stdout=subprocess.PIPE,
+def start(db, fake, venue):
+    return subprocess.Popen([sys.executable, DRIVER, str(db), fake.url, venue], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
 def test_sigkill_at_any_point_of_execute_never_loses_or_doubles_an_order(tmp_path):
     rng = random.Random(11)
-    # 12 kills at the exchange's door (each order, as it arrives and once it is stored) and 40 at random
+    # 24 kills at the exchange's door (each order, as it arrives and once it is stored) and 28 at random
     # moments of the run: before the write-ahead commit, between it and the request, between legs...
-    points = [("order", i, phase) for i in range(6) for phase in ("received", "stored")]
-    points += [("time", rng.uniform(0.3, 1.6), None) for _ in range(40)]
+    points = [(venue, "order", i, phase) for venue in ("binance", "bybit") for i in range(6)
+              for phase in ("received", "stored")]
+    points += [(("binance", "bybit")[k % 2], "time", rng.uniform(0.3, 1.6), None) for k in range(28)]
     killed_runs = 0
     with FakeVenues() as fake:
-        for run, (kind, at, phase) in enumerate(points):
+        for run, (venue, kind, at, phase) in enumerate(points):
             fake.orders.clear()
             fake.order_posts.clear()
             db = tmp_path / f"run{run}.db"
-            child = start(db, fake)
+            child = start(db, fake, venue)
             if kind == "order":
                 def kill(cid, seen, at=at, phase=phase, child=child):
                     if seen == phase and len(fake.order_posts) - 1 == at:
@@ -48,11 +49,11 @@ def test_sigkill_at_any_point_of_execute_never_loses_or_doubles_an_order(tmp_pat
                     child.send_signal(signal.SIGKILL)
                     child.wait(timeout=60)
             killed_runs += child.returncode == -signal.SIGKILL
-            again = start(db, fake)  # the restart: same database, same intentions
+            again = start(db, fake, venue)  # the restart: same database, same intentions
             out, err = again.communicate(timeout=60)
             assert again.returncode == 0 and out.strip() == "done", err
             # every intended order is at the exchange exactly once, and the database agrees with it
-            assert set(fake.orders) == EXPECTED, (run, kind, at, phase)
+            assert set(fake.orders) == EXPECTED, (run, venue, kind, at, phase)
             assert not any("duplicated" in line for line in err.splitlines())
             store = Storage(str(db))
             orders = {o["id"]: o for o in store.orders()}

@@ -1,6 +1,8 @@
 import asyncio
 import logging
 
+import pytest
+
 from fake_venue import FakeVenues
 from vigil import venues
 from vigil.executor import Executor
@@ -10,22 +12,25 @@ from vigil.storage import Storage
 SECRET = "SECRETKEY123456"
 
 
-def order(cid, qty=0.5, side="buy"):
+VENUES = pytest.mark.parametrize("venue", ["binance", "bybit"])
+
+
+def order(cid, qty=0.5, side="buy", venue="binance"):
     return {"id": cid, "cycle": 1, "proposal_id": "p", "position_id": "p", "strategy": "s", "leg": 0,
-            "venue": "binance", "symbol": "BTC/USDT", "side": side, "market": "swap", "type": "market", "qty": qty,
+            "venue": venue, "symbol": "BTC/USDT", "side": side, "market": "swap", "type": "market", "qty": qty,
             "price": None, "reduce_only": False, "status": "pending", "filled": 0.0, "avg_price": None, "fee": 0.0,
             "fee_ccy": "USDT", "exchange_id": None, "error": None, "created_at": 0}
 
 
-def broker(fake, secret=SECRET):
-    ex = venues.client({"venue.binance": {"rest_url": fake.url, "ws_url": ""}}, "binance", 1.0, throttled=False)
+def broker(fake, secret=SECRET, venue="binance"):
+    ex = venues.client({f"venue.{venue}": {"rest_url": fake.url, "ws_url": ""}}, venue, 1.0, throttled=False)
     ex.apiKey, ex.secret = "TESTKEY", secret
-    return ex, LiveBroker({"binance": ex})
+    return ex, LiveBroker({venue: ex})
 
 
-def run(fake, body, secret=SECRET):
+def run(fake, body, secret=SECRET, venue="binance"):
     async def go():
-        ex, b = broker(fake, secret)
+        ex, b = broker(fake, secret, venue)
         try:
             return await body(b)
         finally:
@@ -33,44 +38,49 @@ def run(fake, body, secret=SECRET):
     return asyncio.run(go())
 
 
-def test_a_filled_order_books_its_fee_in_the_real_currency():
+@VENUES
+def test_a_filled_order_books_its_fee_in_the_real_currency(venue):
     with FakeVenues() as fake:
-        done, fills = run(fake, lambda b: b.place(order("vg1-a")))
+        done, fills = run(fake, lambda b: b.place(order("vg1-a", venue=venue)), venue=venue)
         assert done["status"] == "filled" and done["filled"] == 0.5 and done["exchange_id"] == "1000"
-        assert done["fee_ccy"] == "BNB" and fills[0]["fee"] == 0.025 and fills[0]["price"] == 100.0
-        assert fake.orders["vg1-a"]["side"] == "BUY"
+        assert fills[0]["price"] == 100.0 and fake.orders["vg1-a"]["side"] == "BUY"
+        # Binance charges this account in BNB, Bybit in USDT: each is kept in its own currency
+        assert (done["fee_ccy"], fills[0]["fee"]) == (("BNB", 0.025) if venue == "binance" else ("USDT", 0.0275))
 
 
-def test_unknown_outcomes_are_resolved_by_client_id_never_resent():
+@VENUES
+def test_unknown_outcomes_are_resolved_by_client_id_never_resent(venue):
     with FakeVenues() as fake:
         for fault in ("timeout", "garbage"):
             fake.order_faults = [fault]
-            done, fills = run(fake, lambda b: b.place(order(f"vg1-{fault}")))
+            done, fills = run(fake, lambda b: b.place(order(f"vg1-{fault}", venue=venue)), venue=venue)
             assert done["status"] == "filled" and fills  # the lookup found what the answer did not prove
         assert fake.order_posts == ["vg1-timeout", "vg1-garbage"]  # one request each: nothing sent twice
 
 
-def test_throttling_is_retried_rejections_never():
+@VENUES
+def test_throttling_is_retried_rejections_never(venue):
     with FakeVenues() as fake:
         fake.order_faults = [429]
-        done, _ = run(fake, lambda b: b.place(order("vg1-t")))
+        done, _ = run(fake, lambda b: b.place(order("vg1-t", venue=venue)), venue=venue)
         assert done["status"] == "filled" and fake.order_posts == ["vg1-t", "vg1-t"]
         fake.order_faults = ["reject"]
-        done, fills = run(fake, lambda b: b.place(order("vg1-r")))
-        assert done["status"] == "rejected" and "Margin is insufficient" in done["error"] and not fills
+        done, fills = run(fake, lambda b: b.place(order("vg1-r", venue=venue)), venue=venue)
+        assert done["status"] == "rejected" and "insufficient" in done["error"].lower() and not fills
         assert fake.order_posts.count("vg1-r") == 1
 
 
-def test_partial_fill_minimum_size_and_bad_keys():
+@VENUES
+def test_partial_fill_minimum_size_and_bad_keys(venue):
     with FakeVenues() as fake:
         fake.order_faults = ["partial"]
-        done, fills = run(fake, lambda b: b.place(order("vg1-p")))
+        done, fills = run(fake, lambda b: b.place(order("vg1-p", venue=venue)), venue=venue)
         assert done["status"] == "partial" and done["filled"] == 0.25 and fills[0]["qty"] == 0.25
-        tiny, _ = run(fake, lambda b: b.place(order("vg1-tiny", qty=0.0001)))
-        assert tiny["status"] == "rejected" and "minimum" in tiny["error"]  # precision or size: caught before sending
-        assert "vg1-tiny" not in fake.order_posts  # refused before any request
-        bad, _ = run(fake, lambda b: b.place(order("vg1-bad")), secret="WRONGSECRET999")
-        assert bad["status"] == "rejected" and "Signature" in bad["error"] and "vg1-bad" not in fake.orders
+        tiny, _ = run(fake, lambda b: b.place(order("vg1-tiny", qty=0.0001, venue=venue)), venue=venue)
+        assert tiny["status"] == "rejected" and "minimum" in tiny["error"]  # caught before sending
+        assert "vg1-tiny" not in fake.order_posts
+        bad, _ = run(fake, lambda b: b.place(order("vg1-bad", venue=venue)), secret="WRONGSECRET999", venue=venue)
+        assert bad["status"] == "rejected" and "sign" in bad["error"].lower() and "vg1-bad" not in fake.orders
 
 
 def test_second_leg_rejected_unwinds_the_first_and_records_both(tmp_path):

@@ -26,10 +26,10 @@ class LiveBroker:
         try:
             await ex.load_markets()
             amount = float(ex.amount_to_precision(symbol, order["qty"]))
-        except (ccxt.InvalidOrder, ccxt.BadSymbol, ccxt.ArgumentsRequired) as e:
-            return _rejected(order, f"{type(e).__name__}: {e}"), []
         except ccxt.NetworkError as e:
             return _rejected(order, f"not sent, markets unavailable: {type(e).__name__}"), []
+        except ccxt.ExchangeError as e:  # bad symbol, size below precision, keys refused: nothing was sent
+            return _rejected(order, f"not sent: {type(e).__name__}: {e}"[:300]), []
         minimum = (ex.market(symbol)["limits"]["amount"] or {}).get("min") or 0
         if amount <= 0 or amount < minimum:
             return _rejected(order, f"amount {order['qty']} is below the market minimum {minimum}"), []
@@ -54,6 +54,8 @@ class LiveBroker:
                 return _rejected(order, f"{type(e).__name__}: {e}"[:300]), []
             if not answer or not answer.get("id"):
                 return await self.resolve(dict(order, status="unknown", error="answer without an order id"))
+            if answer.get("status") is None:  # acknowledged only (Bybit): the order itself says how it filled
+                return await self.resolve(dict(order, exchange_id=str(answer["id"])))
             return await self._booked(ex, symbol, order, answer)
         return _rejected(order, "throttled on every try; not sent"), []
 
@@ -89,7 +91,7 @@ class LiveBroker:
         for attempt in range(RETRIES):
             try:
                 await ex.load_markets()
-                answer = await ex.fetch_order(None, symbol, {"clientOrderId": order["id"]})
+                answer = await _lookup(ex, order["venue"], symbol, order["id"])
             except ccxt.OrderNotFound:
                 return dict(order, status="cancelled", error="not at the exchange: never placed"), []
             except (ccxt.NetworkError, ccxt.BadResponse) as e:
@@ -140,3 +142,15 @@ class LiveBroker:
 
 def _rejected(order, why):
     return dict(order, status="rejected", error=why)
+
+
+async def _lookup(ex, venue, symbol, client_id):
+    """The order with this client id, in ccxt's unified form; OrderNotFound when the exchange has none."""
+    if venue != "bybit":
+        return await ex.fetch_order(None, symbol, {"clientOrderId": client_id})
+    # ccxt's Bybit fetchOrder needs the exchange's id; v5 answers by orderLinkId for recent orders too.
+    raw = await ex.private_get_v5_order_realtime({"category": "linear", "orderLinkId": client_id})
+    rows = (raw.get("result") or {}).get("list") or []
+    if not rows:
+        raise ccxt.OrderNotFound(f"bybit has no order {client_id}")
+    return ex.parse_order(rows[0], ex.market(symbol))
