@@ -350,9 +350,13 @@ class FakeVenues:
                 status, answer = self._new_order({"newClientOrderId": req["orderLinkId"],
                                                   "symbol": req["symbol"], "side": req["side"].upper(),
                                                   "type": req["orderType"].upper(), "quantity": req["qty"],
+                                                  "price": req.get("price", "0"),
+                                                  "timeInForce": req.get("timeInForce", "GTC"),
                                                   "reduceOnly": str(req.get("reduceOnly", False)).lower()})
                 if status == 429:
                     return 200, {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "time": 0}
+                if status == 503:
+                    return 503, b"service unavailable"
                 if status != 200:
                     code = 110007 if answer.get("code") == -2019 else 110072
                     return 200, {"retCode": code, "retMsg": answer["msg"], "result": {}, "time": 0}
@@ -385,7 +389,8 @@ class FakeVenues:
                 "side": o["side"].capitalize(), "orderType": "Market", "price": "0", "qty": o["origQty"],
                 "cumExecQty": o["executedQty"], "cumExecValue": str(float(o["executedQty"]) * 100),
                 "avgPrice": "100.0", "cumExecFee": str(float(o["executedQty"]) * 100 * 0.00055),
-                "orderStatus": "PartiallyFilledCanceled" if partial else "Filled", "timeInForce": "IOC",
+                "orderStatus": ("Cancelled" if not float(o["executedQty"]) else "PartiallyFilledCanceled" if partial
+                                else "Filled"), "timeInForce": "IOC",
                 "reduceOnly": o["reduceOnly"], "createdTime": str(o["time"]), "updatedTime": str(o["updateTime"]),
                 "leavesQty": "0", "positionIdx": 0, "category": "linear"}
 
@@ -401,8 +406,8 @@ class FakeVenues:
         cid = q["newClientOrderId"]
         self.order_posts.append(cid)
         fault = self.order_faults.pop(0) if self.order_faults else None
-        if fault == 429:
-            return 429, {"code": -1003, "msg": "Too many requests."}
+        if fault in (418, 429):
+            return fault, {"code": -1003, "msg": "Too many requests."}
         if fault == "reject":
             return 400, {"code": -2019, "msg": "Margin is insufficient."}
         if cid in self.orders:
@@ -411,9 +416,13 @@ class FakeVenues:
             self.on_order(cid, "received")
         qty = float(q["quantity"])
         done = qty / 2 if fault == "partial" else qty
+        if q["type"] == "LIMIT" and q.get("timeInForce") == "IOC":  # the book is at 100: it crosses or expires
+            crosses = float(q["price"]) >= 100 if q["side"] == "BUY" else float(q["price"]) <= 100
+            done = done if crosses else 0.0
         self.orders[cid] = {
             "orderId": len(self.orders) + 1000, "symbol": q["symbol"], "clientOrderId": cid,
-            "status": "EXPIRED" if fault == "partial" else "FILLED", "price": "0", "avgPrice": "100.0",
+            "status": "FILLED" if done == qty else "EXPIRED", "price": q.get("price", "0"),
+            "avgPrice": "100.0" if done else "0",
             "origQty": q["quantity"], "executedQty": str(done), "cumQuote": str(done * 100), "timeInForce": "GTC",
             "type": q["type"], "reduceOnly": q.get("reduceOnly") == "true", "side": q["side"],
             "positionSide": "BOTH", "updateTime": int(time.time() * 1000), "time": int(time.time() * 1000)}
@@ -421,6 +430,8 @@ class FakeVenues:
             self.on_order(cid, "stored")
         if fault == "timeout":
             return 200, "timeout"
+        if fault == 503:  # the worst 5xx: the engine took the order, the gateway failed the answer
+            return 503, {"code": -1001, "msg": "Internal error; unable to process your request."}
         if fault == "garbage":
             return 200, b"<html>502 upstream</html>"
         return 200, dict(self.orders[cid])

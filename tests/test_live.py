@@ -51,11 +51,11 @@ def test_a_filled_order_books_its_fee_in_the_real_currency(venue):
 @VENUES
 def test_unknown_outcomes_are_resolved_by_client_id_never_resent(venue):
     with FakeVenues() as fake:
-        for fault in ("timeout", "garbage"):
+        for fault in ("timeout", "garbage", 503):
             fake.order_faults = [fault]
             done, fills = run(fake, lambda b: b.place(order(f"vg1-{fault}", venue=venue)), venue=venue)
             assert done["status"] == "filled" and fills  # the lookup found what the answer did not prove
-        assert fake.order_posts == ["vg1-timeout", "vg1-garbage"]  # one request each: nothing sent twice
+        assert fake.order_posts == ["vg1-timeout", "vg1-garbage", "vg1-503"]  # one request each: none twice
 
 
 @VENUES
@@ -68,6 +68,25 @@ def test_throttling_is_retried_rejections_never(venue):
         done, fills = run(fake, lambda b: b.place(order("vg1-r", venue=venue)), venue=venue)
         assert done["status"] == "rejected" and "insufficient" in done["error"].lower() and not fills
         assert fake.order_posts.count("vg1-r") == 1
+
+
+@VENUES
+def test_limit_orders_are_immediate_or_cancel(venue):
+    with FakeVenues() as fake:
+        below = dict(order("vg1-l1", venue=venue), type="limit", price=99.0)
+        done, fills = run(fake, lambda b: b.place(below), venue=venue)
+        assert done["status"] == "cancelled" and done["filled"] == 0 and not fills  # did not cross: gone
+        above = dict(order("vg1-l2", venue=venue), type="limit", price=101.0)
+        done, fills = run(fake, lambda b: b.place(above), venue=venue)
+        assert done["status"] == "filled" and fills[0]["qty"] == 0.5
+        assert fake.orders["vg1-l2"]["type"] == "LIMIT"
+
+
+def test_a_418_ban_is_backed_off_like_a_429():
+    with FakeVenues() as fake:
+        fake.order_faults = [418]
+        done, _ = run(fake, lambda b: b.place(order("vg1-ban")))
+        assert done["status"] == "filled" and fake.order_posts == ["vg1-ban", "vg1-ban"]
 
 
 @VENUES

@@ -26,7 +26,7 @@ class LiveBroker:
         try:
             await ex.load_markets()
             amount = float(ex.amount_to_precision(symbol, order["qty"]))
-        except ccxt.NetworkError as e:
+        except ccxt.OperationFailed as e:
             return _rejected(order, f"not sent, markets unavailable: {type(e).__name__}"), []
         except ccxt.ExchangeError as e:  # bad symbol, size below precision, keys refused: nothing was sent
             return _rejected(order, f"not sent: {type(e).__name__}: {e}"[:300]), []
@@ -36,18 +36,23 @@ class LiveBroker:
         params = {"clientOrderId": order["id"]}
         if order["reduce_only"] and order["market"] == "swap":
             params["reduceOnly"] = True
+        price = None
+        if order["type"] == "limit":
+            # Immediate-or-cancel: what the book does not fill at the limit expires at once, so nothing rests.
+            params["timeInForce"] = "IOC"
+            price = float(ex.price_to_precision(symbol, order["price"]))
         delay = 0.5
         for attempt in range(RETRIES):
             try:
-                answer = await ex.create_order(symbol, order["type"], order["side"], amount, order["price"], params)
+                answer = await ex.create_order(symbol, order["type"], order["side"], amount, price, params)
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
                 # Refused before it was processed: after a pause, the same id again (a duplicate would be refused).
                 log.warning("order %s throttled (%s), retry %d", order["id"], type(e).__name__, attempt + 1)
                 await asyncio.sleep(delay)
                 delay *= 2
                 continue
-            except (ccxt.NetworkError, ccxt.BadResponse) as e:
-                # Timeout, 5xx, garbage: the order may or may not exist. Only its id can tell.
+            except ccxt.OperationFailed as e:
+                # Timeout, 5xx, garbage (ccxt's "may or may not have happened"): only the id can tell.
                 log.warning("order %s outcome unknown (%s): looking it up", order["id"], type(e).__name__)
                 return await self.resolve(dict(order, status="unknown", error=f"{type(e).__name__}: {e}"[:300]))
             except ccxt.ExchangeError as e:  # the exchange answered no: never retried
@@ -94,7 +99,7 @@ class LiveBroker:
                 answer = await _lookup(ex, order["venue"], symbol, order["id"])
             except ccxt.OrderNotFound:
                 return dict(order, status="cancelled", error="not at the exchange: never placed"), []
-            except (ccxt.NetworkError, ccxt.BadResponse) as e:
+            except ccxt.OperationFailed as e:
                 await asyncio.sleep(0.5 * (attempt + 1))
                 order = dict(order, status="unknown", error=f"lookup failed: {type(e).__name__}")
                 continue
@@ -134,7 +139,7 @@ class LiveBroker:
     async def _trades(self, ex, symbol, answer):
         try:
             trades = await ex.fetch_my_trades(symbol, params={"orderId": answer["id"]})
-        except (ccxt.NetworkError, ccxt.ExchangeError) as e:
+        except ccxt.BaseError as e:
             log.warning("trades of order %s unavailable (%s): using the order's average", answer["id"], e)
             return []
         return [t for t in trades if str(t.get("order")) == str(answer["id"])]
