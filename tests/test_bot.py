@@ -148,7 +148,8 @@ def test_flatten_needs_confirmation(tmp_path, monkeypatch):
             try:
                 asked = await ask(api, "/flatten")
                 assert "Press the button or send /flatten again" in asked
-                assert api.sent[-1][2]["inline_keyboard"][0][0]["callback_data"] == "flatten"
+                markup = next(m for _, t, m in api.sent if t == asked)  # alerts may have been sent since
+                assert markup["inline_keyboard"][0][0]["callback_data"] == "flatten"
                 assert orch.positions
                 before = len(api.sent)
                 api.press("flatten")
