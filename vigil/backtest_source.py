@@ -3,9 +3,8 @@ import bisect
 
 import numpy as np
 
+from vigil import schemas
 from vigil.config import TIMEFRAME_MS
-
-FEEDS = ("funding", "onchain", "fear_greed", "social", "liquidations")
 
 
 class BacktestSource:
@@ -49,13 +48,11 @@ class BacktestSource:
     def bar(self, venue, symbol):
         if venue != self.venue or symbol not in self.data or not self.end[symbol]:
             return None
-        row = self.data[symbol][self.end[symbol] - 1]
-        return {"ts": int(row[0]), "open": row[1], "high": row[2], "low": row[3], "close": row[4],
-                "volume": row[5]}
+        return schemas.bar(self.data[symbol][self.end[symbol] - 1])
 
     async def feeds(self, now):
         out = {name: {"data": None, "ts": None, "age_s": None, "ok": False,
-                      "error": f"no history for {name} in this backtest"} for name in FEEDS}
+                      "error": f"no history for {name} in this backtest"} for name in schemas.FEEDS}
         if self.funding:
             out["funding"] = {"data": self._funding(now), "ts": now, "age_s": 0.0, "ok": True, "error": None}
         return out

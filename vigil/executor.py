@@ -72,11 +72,19 @@ class Executor:
     async def recover(self):
         """Asks the broker what became of every order a crash left pending or unknown, by its id."""
         for order in self.db.orders(statuses=("pending", "unknown")):
-            order, fills = await self.broker.resolve(order)
-            with self.db.tx():
-                self.db.save_order(order)
-                for fill in fills:
-                    self.db.add_fill(schemas.validate("Fill", fill))
+            await self._resolve(order)
+
+    async def _resolve(self, order):
+        order, fills = await self.broker.resolve(order)
+        self._record(order, fills)
+        return order
+
+    def _record(self, order, fills):
+        """The broker's answer and its fills, stored together before anything acts on them."""
+        with self.db.tx():
+            self.db.save_order(order)
+            for fill in fills:
+                self.db.add_fill(schemas.validate("Fill", fill))
 
     def _order(self, cycle, proposal, position_id, leg, venue, symbol, side, market, qty, intent, reduce_only):
         return schemas.validate("Order", {
@@ -96,21 +104,14 @@ class Executor:
             # A restart replays the cycle it died in: the same decision maps to the same order id.
             if existing["status"] not in ("pending", "unknown"):
                 return self.db.fills(order["id"])  # its outcome is known: never send it a second time
-            existing, fills = await self.broker.resolve(existing)  # ask what became of it, by its id
-            with self.db.tx():
-                self.db.save_order(existing)
-                for fill in fills:
-                    self.db.add_fill(schemas.validate("Fill", fill))
+            existing = await self._resolve(existing)  # ask what became of it, by its id
             if existing["status"] != "cancelled" or existing["filled"] > 0:
                 return self.db.fills(order["id"])
             log.info("order %s was never executed: sending it now under the same id", order["id"])
         order["created_at"] = now
         self.db.save_order(order)  # write-ahead: the row exists before the request leaves
         order, fills = await self.broker.place(order)
-        with self.db.tx():
-            self.db.save_order(order)
-            for fill in fills:
-                self.db.add_fill(schemas.validate("Fill", fill))
+        self._record(order, fills)
         if order["status"] in ("rejected", "unknown"):
             log.warning("order %s %s: %s", order["id"], order["status"], order["error"])
             self.alert("order", f"order {order['id']} {order['side']} {order['qty']:g} {order['symbol']} on "

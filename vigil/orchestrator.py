@@ -13,7 +13,6 @@ from vigil.executor import Executor, Halted
 log = logging.getLogger("vigil.orchestrator")
 FEED_BUDGET_S = 10.0  # a slow feed never holds the cycle longer than this
 PRUNE_EVERY = 500  # cycles between retention sweeps
-FEEDS = ("funding", "onchain", "fear_greed", "social", "liquidations")
 
 
 class Orchestrator:
@@ -249,7 +248,7 @@ class Orchestrator:
             feeds = await asyncio.wait_for(self.source.feeds(now), FEED_BUDGET_S)
         except asyncio.TimeoutError:
             feeds = {}
-        for name in FEEDS:
+        for name in schemas.FEEDS:
             feeds.setdefault(name, {"data": None, "ts": None, "age_s": None, "ok": False,
                                     "error": f"no answer within {FEED_BUDGET_S:.0f}s"})
         stale = self.cfg["market"]["stale_after"]

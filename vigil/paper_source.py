@@ -5,7 +5,7 @@ import logging
 import os
 import time
 
-from vigil import venues
+from vigil import schemas, venues
 from vigil.candle_stream import CandleStream
 from vigil.config import TIMEFRAME_MS
 from vigil.http_feeds import FearGreed, Social, Wallets, WhaleAlert
@@ -77,8 +77,7 @@ class PaperSource:
     def bar(self, venue, symbol):
         for s in self.streams:
             if s.venue == venue and s.symbol == symbol and len(s.candles()):
-                ts, o, h, l, c, v = s.candles()[-1]
-                return {"ts": int(ts), "open": o, "high": h, "low": l, "close": c, "volume": v}
+                return schemas.bar(s.candles()[-1])
         return None
 
     async def feeds(self, now):

@@ -1,5 +1,5 @@
 """Serves a recorded session's cycle inputs back in order, so a live or paper session can be backtested."""
-from vigil import recorder
+from vigil import recorder, schemas
 from vigil.storage import Storage
 
 
@@ -36,5 +36,4 @@ class RecordedSource:
         c = (self.inputs["candles"]["data"] or {}).get(venue, {}).get(symbol)
         if c is None or not len(c):
             return None
-        ts, o, h, l, cl, v = c[-1]
-        return {"ts": int(ts), "open": o, "high": h, "low": l, "close": cl, "volume": v}
+        return schemas.bar(c[-1])

@@ -124,6 +124,15 @@ SCHEMAS = {
 }
 
 
+# The side feeds every Source answers for, beside the candles.
+FEEDS = ("funding", "onchain", "fear_greed", "social", "liquidations")
+
+
+def bar(row):
+    """A Bar dict (what the fill model and marking read) from one candle row: ts, open, high, low, close, volume."""
+    return {"ts": int(row[0]), "open": row[1], "high": row[2], "low": row[3], "close": row[4], "volume": row[5]}
+
+
 class SchemaError(ValueError):
     """A dict that does not match its schema; the message names the key."""
 

@@ -3,6 +3,7 @@ import collections
 
 import numpy as np
 
+from vigil import schemas
 from vigil.config import TIMEFRAME_MS
 
 START_PRICE = {"BTC": 42000.0, "ETH": 2300.0, "SOL": 100.0, "BNB": 310.0, "XRP": 0.6}
@@ -75,9 +76,7 @@ class SimMarket:
     def bar(self, venue, symbol):
         if venue not in self.venues or symbol not in self.symbols or not self.rows:
             return None
-        row = self.buf[self.venues.index(venue), self.symbols.index(symbol), self.rows - 1]
-        return {"ts": int(row[0]), "open": row[1], "high": row[2], "low": row[3], "close": row[4],
-                "volume": row[5]}
+        return schemas.bar(self.buf[self.venues.index(venue), self.symbols.index(symbol), self.rows - 1])
 
     async def feeds(self, now):
         def feed(data):

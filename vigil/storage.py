@@ -158,12 +158,6 @@ class Storage:
             rows = self._bodies("SELECT body FROM cycles WHERE n=?", (n,))
         return rows[0] if rows else None
 
-    def cycle_proposals(self, n):
-        return self._bodies("SELECT body FROM proposals WHERE cycle=? ORDER BY rowid", (n,))
-
-    def cycle_verdicts(self, n):
-        return self._bodies("SELECT body FROM verdicts WHERE cycle=? ORDER BY rowid", (n,))
-
     def equity_points(self):
         return self.conn.execute("SELECT ts, equity FROM equity ORDER BY ts").fetchall()
 
