@@ -43,7 +43,7 @@ class BacktestSource:
     def candles(self):
         data = {self.venue: {s: c[max(0, e - self.history):e] for s, c in self.data.items()
                              for e in (self.end[s],)}}
-        return {"data": data, "ts": self.now(), "age_s": 0.0, "ok": True, "error": None}
+        return schemas.feed(data, self.now())
 
     def bar(self, venue, symbol):
         if venue != self.venue or symbol not in self.data or not self.end[symbol]:
@@ -51,10 +51,9 @@ class BacktestSource:
         return schemas.bar(self.data[symbol][self.end[symbol] - 1])
 
     async def feeds(self, now):
-        out = {name: {"data": None, "ts": None, "age_s": None, "ok": False,
-                      "error": f"no history for {name} in this backtest"} for name in schemas.FEEDS}
+        out = {name: schemas.feed(error=f"no history for {name} in this backtest") for name in schemas.FEEDS}
         if self.funding:
-            out["funding"] = {"data": self._funding(now), "ts": now, "age_s": 0.0, "ok": True, "error": None}
+            out["funding"] = schemas.feed(self._funding(now), now)
         return out
 
     def _funding(self, now):

@@ -249,8 +249,7 @@ class Orchestrator:
         except asyncio.TimeoutError:
             feeds = {}
         for name in schemas.FEEDS:
-            feeds.setdefault(name, {"data": None, "ts": None, "age_s": None, "ok": False,
-                                    "error": f"no answer within {FEED_BUDGET_S:.0f}s"})
+            feeds.setdefault(name, schemas.feed(error=f"no answer within {FEED_BUDGET_S:.0f}s"))
         stale = self.cfg["market"]["stale_after"]
         for name, feed in feeds.items():
             feed["age_s"] = None if feed["ts"] is None else (now - feed["ts"]) / 1000

@@ -17,10 +17,6 @@ async def _none():
     return None
 
 
-def _feed(data=None, ts=None, error=None):
-    return {"data": data, "ts": ts, "age_s": None, "ok": error is None, "error": error}
-
-
 class PaperSource:
     """Streams hold the candles and liquidations between cycles; each cycle fetches the rest concurrently."""
 
@@ -72,7 +68,7 @@ class PaperSource:
             why = s.health()
             if why and s.venue == self.trade_venue:
                 stale.append(f"{s.symbol}@{s.venue} {why}")
-        return _feed(data, int(time.time() * 1000), "; ".join(stale) or None)
+        return schemas.feed(data, int(time.time() * 1000), "; ".join(stale) or None)
 
     def bar(self, venue, symbol):
         for s in self.streams:
@@ -87,14 +83,14 @@ class PaperSource:
         funding, fng, onchain, social = await asyncio.gather(
             self._funding(), self._guard(self.fear_greed.fetch()), self._onchain(now), social)
         return {"funding": funding, "fear_greed": fng, "onchain": onchain,
-                "social": social or _feed(error="no social volume source configured (it needs a paid key)"),
+                "social": social or schemas.feed(error="no social volume source configured (it needs a paid key)"),
                 "liquidations": self._liquidation_feed(now)}
 
     async def _guard(self, coro):
         try:
-            return _feed(await asyncio.wait_for(coro, self.timeout), int(time.time() * 1000))
+            return schemas.feed(await asyncio.wait_for(coro, self.timeout), int(time.time() * 1000))
         except Exception as e:  # a feed fails alone, with its reason, and never raises into the cycle
-            return _feed(error=f"{type(e).__name__}: {str(e)[:200]}")
+            return schemas.feed(error=f"{type(e).__name__}: {str(e)[:200]}")
 
     async def _funding(self):
         """One bulk request per venue, all venues at once: the cost is one round trip, not one per symbol."""
@@ -116,14 +112,16 @@ class PaperSource:
                 data.setdefault(symbol, {})[venue] = {"rate": float(rate["fundingRate"]), "interval_h": hours,
                                                       "next_ts": int(next_ts),
                                                       "mark": float(rate.get("markPrice") or 0)}
-        feed = _feed(data, int(time.time() * 1000), None if data else "; ".join(errors) or "no funding data")
+        feed = schemas.feed(data, int(time.time() * 1000),
+                            None if data else "; ".join(errors) or "no funding data")
         feed["partial"] = errors  # what failed while the rest answered
         return feed
 
     async def _onchain(self, now):
         """Tracked wallets and Whale Alert together; either one answering is enough, failures are named."""
         if self.wallets is None and self.whales is None:
-            return _feed(error="no on-chain source configured (an Etherscan key with wallets, or a Whale Alert key)")
+            return schemas.feed(error="no on-chain source configured (an Etherscan key with wallets, "
+                                      "or a Whale Alert key)")
         eth = self.bar(self.trade_venue, "ETH/USDT")
         parts = await asyncio.gather(
             self._guard(self.wallets.fetch(now, eth["close"] if eth else None)) if self.wallets else _none(),
@@ -132,9 +130,10 @@ class PaperSource:
         errors = [f"{name}: {p['error']}" for name, p in zip(("etherscan", "whale alert"), parts)
                   if p and not p["ok"]]
         if not answered:
-            return _feed(error="; ".join(errors))
+            return schemas.feed(error="; ".join(errors))
         transfers = sorted((t for p in answered for t in p["data"]), key=lambda t: t["ts"])
-        feed = _feed({"window_s": self.cfg["feeds"]["window_s"], "transfers": transfers}, int(time.time() * 1000))
+        feed = schemas.feed({"window_s": self.cfg["feeds"]["window_s"], "transfers": transfers},
+                            int(time.time() * 1000))
         feed["partial"] = errors
         return feed
 
@@ -166,13 +165,13 @@ class PaperSource:
         while self.liquidations and self.liquidations[0][0] < cutoff:
             self.liquidations.popleft()
         if self.liq_errors:
-            return _feed(error="; ".join(f"{v} {','.join(s)}: {e}" for (v, s), e in self.liq_errors.items()))
+            return schemas.feed(error="; ".join(f"{v} {','.join(s)}: {e}" for (v, s), e in self.liq_errors.items()))
         data = {s: {"long_usd": 0.0, "short_usd": 0.0, "window_s": self.liq_window_s} for s in self.symbols}
         for _, symbol, long_usd, short_usd in self.liquidations:
             if symbol in data:
                 data[symbol]["long_usd"] += long_usd
                 data[symbol]["short_usd"] += short_usd
-        return _feed(data, now)
+        return schemas.feed(data, now)
 
 
 def _long_liquidated(venue, info):

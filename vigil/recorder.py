@@ -5,6 +5,8 @@ import pathlib
 
 import numpy as np
 
+from vigil import schemas
+
 CODE_DIR = pathlib.Path(__file__).resolve().parent
 
 
@@ -66,6 +68,6 @@ def load(db, n):
             "SELECT ts, open, high, low, close, volume FROM flight_candles WHERE venue=? AND symbol=? "
             "AND ts <= ? ORDER BY ts DESC LIMIT ?", (venue, symbol, last, length)).fetchall()
         data.setdefault(venue, {})[symbol] = np.array(rows[::-1], dtype=float).reshape(-1, 6)
-    body["candles"] = dict(meta, data=data if meta["ok"] else None, age_s=0.0)
+    body["candles"] = schemas.feed(data if meta["ok"] else None, meta["ts"], meta["error"])
     body["prices"] = {(v, s): p for v, s, p in body["prices"]}
     return body, {"config_hash": row[1], "code": row[2]}

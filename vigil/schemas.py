@@ -128,6 +128,11 @@ SCHEMAS = {
 FEEDS = ("funding", "onchain", "fear_greed", "social", "liquidations")
 
 
+def feed(data=None, ts=None, error=None):
+    """A Feed dict: an error text marks it failed; the orchestrator stamps its age."""
+    return {"data": data, "ts": ts, "age_s": None, "ok": error is None, "error": error}
+
+
 def bar(row):
     """A Bar dict (what the fill model and marking read) from one candle row: ts, open, high, low, close, volume."""
     return {"ts": int(row[0]), "open": row[1], "high": row[2], "low": row[3], "close": row[4], "volume": row[5]}

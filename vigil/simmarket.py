@@ -71,7 +71,7 @@ class SimMarket:
         lo = max(0, self.rows - self.history)
         data = {v: {s: self.buf[i, j, lo:self.rows] for j, s in enumerate(self.symbols)}
                 for i, v in enumerate(self.venues)}
-        return {"data": data, "ts": self.ts, "age_s": 0.0, "ok": True, "error": None}
+        return schemas.feed(data, self.ts)
 
     def bar(self, venue, symbol):
         if venue not in self.venues or symbol not in self.symbols or not self.rows:
@@ -80,7 +80,7 @@ class SimMarket:
 
     async def feeds(self, now):
         def feed(data):
-            return {"data": data, "ts": self.ts, "age_s": 0.0, "ok": True, "error": None}
+            return schemas.feed(data, self.ts)
         funding = {}
         for j, s in enumerate(self.symbols):
             funding[s] = {}
