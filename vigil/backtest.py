@@ -66,14 +66,18 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
         share = gross / rec["equity"] if rec["equity"] > 0 else 0.0
         exposure.update(sum=exposure["sum"] + share, max=max(exposure["max"], share), n=exposure["n"] + 1,
                         **{"in": exposure["in"] + (share > 0)})
-        if progress and (rec["n"] % 2000 == 0 or rec["n"] == total):
+        if rec["n"] % 2000 and rec["n"] != total:
+            return
+        flush()
+        if progress:
             done = rec["n"] / max(total, 1)
             rate = rec["n"] / max(time.time() - started, 1e-9)
             progress.write(f"\rbacktest [{'#' * int(done * 30):<30}] {done:6.1%} {rec['n']:,}/{total:,} candles "
                            f"{rate:,.0f}/s")
             progress.flush()
     orch.on_cycle.append(sample)
-    asyncio.run(orch.run(cycles=total, interval=0))
+    with db.batch() as flush:  # commits every 2,000 cycles, not every cycle
+        asyncio.run(orch.run(cycles=total, interval=0))
     if curve_file:
         curve_file.close()
     if progress:

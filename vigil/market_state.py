@@ -2,7 +2,6 @@
 from vigil import indicators
 
 
-
 def classify(candles, params):
     """candles: ndarray (n, 6) ts, open, high, low, close, volume -> SymbolState."""
     need = max(2 * params["adx_period"] + 10, params["vol_long"] + 2)
@@ -13,10 +12,10 @@ def classify(candles, params):
     # A short recent window: enough for Wilder's smoothing to settle, cheap for 20+ symbols every cycle.
     c = candles[-max(5 * params["adx_period"], need):]
     high, low, close = c[:, 2], c[:, 3], c[:, 4]
-    adx = float(indicators.adx(high, low, close, params["adx_period"])[-1])
-    atr_pct = float(indicators.atr(high, low, close, params["adx_period"])[-1] / close[-1] * 100)
-    long_vol = float(indicators.realized_vol(close[-params["vol_long"] - 1:], params["vol_long"])[-1])
-    short = float(indicators.realized_vol(close[-params["vol_short"] - 1:], params["vol_short"])[-1])
+    adx, atr = indicators.adx_atr(high, low, close, params["adx_period"])
+    adx, atr_pct = float(adx[-1]), float(atr[-1] / close[-1] * 100)
+    long_vol = indicators.realized_vol(close, params["vol_long"])
+    short = indicators.realized_vol(close, params["vol_short"])
     vol_ratio = short / long_vol if long_vol > 0 else 1.0
     figures = {"adx": round(adx, 2), "atr_pct": round(atr_pct, 4), "vol_ratio": round(vol_ratio, 3)}
     if vol_ratio >= params["vol_ratio_volatile"] or atr_pct >= params["atr_pct_volatile"]:

@@ -31,7 +31,9 @@ def propose(ctx):
 def _overextended(symbol, c, params):
     close = c[:, 4]
     window = close[-params["ma_bars"]:]
-    ma, sd = float(window.mean()), float(window.std())
+    ma = float(window.sum()) / len(window)
+    dev = window - ma
+    sd = (float(dev @ dev) / len(window)) ** 0.5  # population deviation, as Bollinger bands use
     if sd <= 0:
         return None
     z = (float(close[-1]) - ma) / sd

@@ -245,8 +245,9 @@ class Orchestrator:
 
     async def _feeds(self, now):
         try:
-            feeds = await asyncio.wait_for(self.source.feeds(now), FEED_BUDGET_S)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(FEED_BUDGET_S):  # no extra task per cycle, unlike wait_for
+                feeds = await self.source.feeds(now)
+        except TimeoutError:
             feeds = {}
         for name in schemas.FEEDS:
             feeds.setdefault(name, schemas.feed(error=f"no answer within {FEED_BUDGET_S:.0f}s"))
@@ -258,6 +259,8 @@ class Orchestrator:
         return feeds
 
     def _save(self, n, kind, items):
+        if not items:
+            return
         with self.db.tx():
             for item in items:
                 self.db.add_proposal(n, item) if kind == "proposals" else self.db.add_verdict(n, item)

@@ -72,6 +72,15 @@ class Storage:
         if self._depth == 0:
             self.conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def batch(self):
+        """One transaction around many cycles' writes (a backtest); the flush() it yields commits them so far."""
+        def flush():
+            self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+        with self.tx():
+            yield flush
+
     def _write(self, sql, args):
         with self.tx():
             self.conn.execute(sql, args)
