@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MIN = 60_000
+BNB_PRICE = 600.0  # Binance charges this account's fees in BNB
 
 
 def _binance_market(base):
@@ -174,7 +175,14 @@ class FakeVenues:
             return {"serverTime": int(time.time() * 1000) + self.clock_offset_ms}
         if path.endswith("/exchangeInfo"):
             return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [], "assets": [],
-                    "symbols": [_binance_market(b) for b in self.bases]}
+                    "symbols": [_binance_market(b) for b in self.bases + ["BNB"]]}
+        if path == "/fapi/v1/ticker/24hr" and q.get("symbol") == "BNBUSDT":
+            return {"symbol": "BNBUSDT", "lastPrice": str(BNB_PRICE), "openPrice": str(BNB_PRICE), "volume": "1",
+                    "closeTime": int(time.time() * 1000)}
+        if path == "/v5/market/time":
+            now = int(time.time() * 1000) + self.clock_offset_ms
+            return {"retCode": 0, "retMsg": "OK", "result": {"timeSecond": str(now // 1000),
+                                                             "timeNano": str(now * 1_000_000)}, "time": now}
         if path == "/v5/market/instruments-info":
             return {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "nextPageCursor": "",
                                                                  "list": [_bybit_market(b) for b in self.bases]},
@@ -341,8 +349,15 @@ class FakeVenues:
             if path == "/v5/asset/coin/query-info":
                 return ok({"rows": []})
             if path == "/v5/user/query-api":
-                return ok({"id": "1", "readOnly": 0, "permissions": {"ContractTrade": ["Order", "Position"],
-                                                                      "Wallet": []}, "unified": 1, "uta": 1})
+                return ok({"id": "1", "readOnly": 0, "permissions": {
+                    "ContractTrade": ["Order", "Position"], "Wallet": ["AccountTransfer"] + ["Withdraw"] * self.withdrawals},
+                    "unified": 1, "uta": 1})
+            if path == "/v5/account/wallet-balance":
+                return ok({"list": [{"accountType": "UNIFIED", "totalEquity": str(self.balance),
+                                     "totalWalletBalance": str(self.balance), "coin": [{
+                                         "coin": "USDT", "equity": str(self.balance),
+                                         "walletBalance": str(self.balance), "unrealisedPnl": "0",
+                                         "locked": "0", "totalPositionIM": "0", "totalOrderIM": "0"}]}]})
             if path == "/v5/account/info":
                 return ok({"unifiedMarginStatus": 4, "marginMode": "REGULAR_MARGIN"})
             if path == "/v5/order/create":
@@ -440,7 +455,7 @@ class FakeVenues:
         qty = float(order["executedQty"])
         return {"symbol": order["symbol"], "id": order["orderId"] * 10, "orderId": order["orderId"],
                 "side": order["side"], "price": "100.0", "qty": str(qty), "realizedPnl": "0", "marginAsset": "USDT",
-                "quoteQty": str(qty * 100), "commission": str(qty * 100 * 0.0005), "commissionAsset": "BNB",
+                "quoteQty": str(qty * 100), "commission": str(qty * 100 * 0.0005 / BNB_PRICE), "commissionAsset": "BNB",
                 "time": order["updateTime"], "positionSide": "BOTH", "buyer": order["side"] == "BUY",
                 "maker": False}
 

@@ -24,7 +24,7 @@ def spread(symbol="BTC/USDT", entry=100.0, strategy="funding_arb", cycle=1):
 
 def fill(order_id, qty, price, fee=0.0, side="buy", venue="binance", symbol="BTC/USDT", ts=0):
     return {"order_id": order_id, "venue": venue, "symbol": symbol, "side": side, "qty": qty, "price": price,
-            "fee": fee, "fee_ccy": "USDT", "liquidity": "taker", "ts": ts}
+            "fee": fee, "fee_ccy": "USDT", "fee_usdt": fee, "liquidity": "taker", "ts": ts}
 
 
 async def until(predicate, timeout=10.0):

@@ -18,8 +18,8 @@ VENUES = pytest.mark.parametrize("venue", ["binance", "bybit"])
 def order(cid, qty=0.5, side="buy", venue="binance"):
     return {"id": cid, "cycle": 1, "proposal_id": "p", "position_id": "p", "strategy": "s", "leg": 0,
             "venue": venue, "symbol": "BTC/USDT", "side": side, "market": "swap", "type": "market", "qty": qty,
-            "price": None, "reduce_only": False, "status": "pending", "filled": 0.0, "avg_price": None, "fee": 0.0,
-            "fee_ccy": "USDT", "exchange_id": None, "error": None, "created_at": 0}
+            "price": None, "ref_price": 100.0, "reduce_only": False, "status": "pending", "filled": 0.0,
+            "avg_price": None, "fee": 0.0, "fee_ccy": "USDT", "exchange_id": None, "error": None, "created_at": 0}
 
 
 def broker(fake, secret=SECRET, venue="binance"):
@@ -44,8 +44,11 @@ def test_a_filled_order_books_its_fee_in_the_real_currency(venue):
         done, fills = run(fake, lambda b: b.place(order("vg1-a", venue=venue)), venue=venue)
         assert done["status"] == "filled" and done["filled"] == 0.5 and done["exchange_id"] == "1000"
         assert fills[0]["price"] == 100.0 and fake.orders["vg1-a"]["side"] == "BUY"
-        # Binance charges this account in BNB, Bybit in USDT: each is kept in its own currency
-        assert (done["fee_ccy"], fills[0]["fee"]) == (("BNB", 0.025) if venue == "binance" else ("USDT", 0.0275))
+        # Binance charges this account in BNB, Bybit in USDT: each is kept in its own currency, and the books
+        # count it in USDT (BNB at its last price)
+        ccy, fee = ("BNB", 0.025 / 600) if venue == "binance" else ("USDT", 0.0275)
+        assert (done["fee_ccy"], fills[0]["fee_ccy"]) == (ccy, ccy) and fills[0]["fee"] == pytest.approx(fee)
+        assert fills[0]["fee_usdt"] == pytest.approx(0.025 if venue == "binance" else 0.0275)
 
 
 @VENUES
@@ -97,9 +100,24 @@ def test_partial_fill_minimum_size_and_bad_keys(venue):
         assert done["status"] == "partial" and done["filled"] == 0.25 and fills[0]["qty"] == 0.25
         tiny, _ = run(fake, lambda b: b.place(order("vg1-tiny", qty=0.0001, venue=venue)), venue=venue)
         assert tiny["status"] == "rejected" and "minimum" in tiny["error"]  # caught before sending
-        assert "vg1-tiny" not in fake.order_posts
+        small, _ = run(fake, lambda b: b.place(order("vg1-small", qty=0.04, venue=venue)), venue=venue)
+        assert small["status"] == "rejected" and "notional 4.00 is below the market minimum 5" in small["error"]
+        exit_, _ = run(fake, lambda b: b.place(dict(order("vg1-exit", qty=0.04, side="sell", venue=venue),
+                                                    reduce_only=True)), venue=venue)
+        assert exit_["status"] == "filled"  # an exit is never blocked by the minimum notional
+        assert "vg1-tiny" not in fake.order_posts and "vg1-small" not in fake.order_posts
         bad, _ = run(fake, lambda b: b.place(order("vg1-bad", venue=venue)), secret="WRONGSECRET999", venue=venue)
         assert bad["status"] == "rejected" and "sign" in bad["error"].lower() and "vg1-bad" not in fake.orders
+
+
+@VENUES
+def test_check_warns_when_the_key_may_withdraw(venue):
+    with FakeVenues() as fake:
+        [(name, problem, details)] = run(fake, lambda b: b.check(), venue=venue)
+        assert (name, problem) == (venue, None) and "USDT free 10000" in details
+        fake.withdrawals = True
+        [(_, problem, _)] = run(fake, lambda b: b.check(), venue=venue)
+        assert "WITHDRAW" in problem
 
 
 def test_second_leg_rejected_unwinds_the_first_and_records_both(tmp_path):
@@ -172,6 +190,15 @@ def test_reconciliation_reports_foreign_positions_and_halts_on_differences(tmp_p
                 assert any("ETH/USDT: a position of 2 that Vigil did not open, left alone" in a for a in alerts)
                 assert any("manual-1" in a and "left alone" in a for a in alerts)
                 assert not orch.is_halted()
+                fake.balance = 10050.0  # more money than Vigil's trades explain: reported, trading goes on
+                await orch.reconcile()
+                assert not orch.is_halted()
+                assert orch.db.conn.execute("SELECT text FROM alerts ORDER BY id DESC").fetchone()[0] == (
+                    "wallet balances moved +50.00 USDT, Vigil's realized PnL +0.00: +50.00 unexplained (a deposit?)")
+                fake.balance = 9950.0  # less: halt, naming it
+                await orch.reconcile()
+                assert orch.is_halted() and "wallet balances moved -100.00 USDT" in orch.halt["reason"]
+                orch.resume()
                 # the database believes in a position the exchange does not have: halt, naming it
                 orch.db.save_position({"id": "p9", "strategy": "momentum", "status": "open", "closed_at": None,
                                        "legs": [{"venue": "binance", "symbol": "BTC/USDT", "side": "buy",

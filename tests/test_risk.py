@@ -97,7 +97,7 @@ def test_caps_hold_for_any_sequence_of_proposals():
                 if p["intent"] == "close":
                     positions = [q for q in positions if q["id"] != p["position_id"]]
                     continue
-                fills = [[{"qty": leg["qty"], "price": leg["price"], "fee": 0.0}] for leg in trade["legs"]]
+                fills = [[{"qty": leg["qty"], "price": leg["price"], "fee_usdt": 0.0}] for leg in trade["legs"]]
                 positions.append(tracker.open_position(trade, fills, 0, p["id"]))
             by_symbol, gross, net = exposures(positions)
             eps = 1e-6

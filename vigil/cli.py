@@ -174,7 +174,8 @@ def build(cfg):
     orch.on_inputs.append(Recorder(db, cfg).record)
     if cfg["vigil"]["mode"] == "live":
         from vigil import reconcile
-        orch.reconciler = lambda: reconcile.reconcile(broker.clients, db, cfg["market"]["symbols"])
+        orch.reconciler = lambda: reconcile.reconcile(broker.clients, db, cfg["market"]["symbols"],
+                                                      cfg["live"]["balance_tolerance"])
     return orch
 
 

@@ -87,6 +87,8 @@ TABLE = {
     } for venue in ("binance", "binance_spot", "bybit", "okx")},
     "live": {
         "reconcile_every": (int, 10, 1, 100000, "cycles between reconciliations with the exchanges"),
+        "balance_tolerance": (float, 10.0, 0.0, 1e9, "USDT of wallet change Vigil's books cannot explain "
+                                                      "before a fall halts trading (a rise is reported)"),
     },
     "telegram": {
         "enabled": (bool, False, None, None, "run the Telegram bot"),

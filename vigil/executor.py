@@ -33,7 +33,7 @@ class Executor:
         try:
             for i, leg in enumerate(trade["legs"]):
                 order = self._order(cycle, proposal, pid, i, leg["venue"], leg["symbol"], leg["side"],
-                                    leg["market"], leg["qty"], "open", False)
+                                    leg["market"], leg["qty"], leg["price"], "open", False)
                 fills_by_leg.append(await self._send(order, now))
         except Halted:
             # Halted between legs: what did fill is still a position and must stay on the books.
@@ -61,7 +61,7 @@ class Executor:
             side = "sell" if leg["side"] == "buy" else "buy"
             order = self._order(cycle, {"id": f"{position['id']}:exit", "strategy": strategy or position["strategy"]},
                                 position["id"], i, leg["venue"], leg["symbol"], side, leg["market"],
-                                leg["qty"], "close", True)
+                                leg["qty"], leg["mark"], "close", True)
             fills_by_leg.append(await self._send(order, now, force))
         if not any(fills_by_leg):
             return position
@@ -86,14 +86,15 @@ class Executor:
             for fill in fills:
                 self.db.add_fill(schemas.validate("Fill", fill))
 
-    def _order(self, cycle, proposal, position_id, leg, venue, symbol, side, market, qty, intent, reduce_only):
+    def _order(self, cycle, proposal, position_id, leg, venue, symbol, side, market, qty, ref_price, intent,
+               reduce_only):
         return schemas.validate("Order", {
             "id": client_order_id(cycle, proposal["strategy"], symbol, leg, intent),
             "cycle": cycle, "proposal_id": proposal["id"], "position_id": position_id,
             "strategy": proposal["strategy"], "leg": leg, "venue": venue, "symbol": symbol,
-            "side": side, "market": market, "type": "market", "qty": qty, "price": None,
-            "reduce_only": reduce_only, "status": "pending", "filled": 0.0, "avg_price": None,
-            "fee": 0.0, "fee_ccy": "USDT", "exchange_id": None, "error": None, "created_at": 0,
+            "side": side, "market": market, "type": "market", "qty": qty, "price": None, "ref_price": ref_price,
+            "reduce_only": reduce_only, "status": "pending", "filled": 0.0, "avg_price": None, "fee": 0.0, "fee_ccy": "USDT",
+            "exchange_id": None, "error": None, "created_at": 0,
         })
 
     async def _send(self, order, now, force=False):

@@ -22,4 +22,4 @@ def simulate(order, bar, params):
         rate, liquidity = params["taker_fee"], "taker"
     return {"order_id": order["id"], "venue": order["venue"], "symbol": order["symbol"],
             "side": order["side"], "qty": qty, "price": price, "fee": qty * price * rate,
-            "fee_ccy": "USDT", "liquidity": liquidity, "ts": int(bar["ts"])}
+            "fee_ccy": "USDT", "fee_usdt": qty * price * rate, "liquidity": liquidity, "ts": int(bar["ts"])}

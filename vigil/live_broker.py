@@ -30,9 +30,13 @@ class LiveBroker:
             return _rejected(order, f"not sent, markets unavailable: {type(e).__name__}"), []
         except ccxt.ExchangeError as e:  # bad symbol, size below precision, keys refused: nothing was sent
             return _rejected(order, f"not sent: {type(e).__name__}: {e}"[:300]), []
-        minimum = (ex.market(symbol)["limits"]["amount"] or {}).get("min") or 0
+        limits = ex.market(symbol)["limits"]
+        minimum = (limits["amount"] or {}).get("min") or 0
         if amount <= 0 or amount < minimum:
             return _rejected(order, f"amount {order['qty']} is below the market minimum {minimum}"), []
+        min_cost, seen = (limits.get("cost") or {}).get("min") or 0, order["price"] or order["ref_price"]
+        if not order["reduce_only"] and seen and amount * seen < min_cost:  # exits are exempt: never block one
+            return _rejected(order, f"notional {amount * seen:.2f} is below the market minimum {min_cost}"), []
         params = {"clientOrderId": order["id"]}
         if order["reduce_only"] and order["market"] == "swap":
             params["reduceOnly"] = True
@@ -81,7 +85,7 @@ class LiveBroker:
                 warnings = []
                 if abs(skew_ms) > 1000:
                     warnings.append(f"clock skew {skew_ms} ms")
-                if venue.startswith("binance") and (await ex.sapi_get_account_apirestrictions()).get("enableWithdrawals"):
+                if await _may_withdraw(ex, venue):
                     warnings.append("the key may WITHDRAW: create one without that permission")
                 details = f"USDT free {balance.get('USDT', {}).get('free')}, clock skew {skew_ms} ms"
                 rows.append((venue, "; ".join(warnings) or None, details))
@@ -114,23 +118,22 @@ class LiveBroker:
             status = "partial"  # market orders are IOC: what did not fill is gone
         fee, fee_ccy, fills = 0.0, "USDT", []
         if filled > 0:
-            trades = await self._trades(ex, symbol, answer)
+            # Without a trade list: one fill at the average price, fee as the order reports it.
+            trades = await self._trades(ex, symbol, answer) or [
+                {"amount": filled, "price": answer["average"], "fee": answer.get("fee"),
+                 "timestamp": answer.get("timestamp")}]
+            prices = {}  # fee currency -> its USDT price, asked once per order
             for t in trades:
                 cost = float((t.get("fee") or {}).get("cost") or 0)
                 fee += cost
                 fee_ccy = (t.get("fee") or {}).get("currency") or fee_ccy
+                price = float(t["price"])
                 fills.append({"order_id": order["id"], "venue": order["venue"], "symbol": order["symbol"],
-                              "side": order["side"], "qty": float(t["amount"]), "price": float(t["price"]),
+                              "side": order["side"], "qty": float(t["amount"]), "price": price,
                               "fee": cost, "fee_ccy": fee_ccy,
+                              "fee_usdt": cost * await _usdt_price(ex, symbol, fee_ccy, price, prices),
                               "liquidity": "maker" if t.get("takerOrMaker") == "maker" else "taker",
                               "ts": int(t.get("timestamp") or 0)})
-            if not fills:  # no trade list: one fill at the average price, fee as the order reports it
-                f = answer.get("fee") or {}
-                fee, fee_ccy = float(f.get("cost") or 0), f.get("currency") or fee_ccy
-                fills.append({"order_id": order["id"], "venue": order["venue"], "symbol": order["symbol"],
-                              "side": order["side"], "qty": filled, "price": float(answer["average"]),
-                              "fee": fee, "fee_ccy": fee_ccy, "liquidity": "taker",
-                              "ts": int(answer.get("timestamp") or 0)})
         booked = dict(order, status=status, filled=filled, exchange_id=str(answer.get("id")),
                       avg_price=float(answer["average"]) if answer.get("average") else None, fee=fee,
                       fee_ccy=fee_ccy, error=None if status in ("filled", "partial", "open") else order.get("error"))
@@ -143,6 +146,31 @@ class LiveBroker:
             log.warning("trades of order %s unavailable (%s): using the order's average", answer["id"], e)
             return []
         return [t for t in trades if str(t.get("order")) == str(answer["id"])]
+
+
+async def _usdt_price(ex, symbol, ccy, fill_price, known):
+    """What one unit of the fee currency is worth in USDT, the books' currency: a BNB fee at BNB's last price."""
+    market = ex.market(symbol)
+    if ccy in ("USDT", market["quote"]):
+        return 1.0
+    if ccy == market["base"]:
+        return fill_price
+    if ccy not in known:
+        pair = f"{ccy}/USDT:USDT" if market.get("swap") else f"{ccy}/USDT"
+        try:
+            known[ccy] = float((await ex.fetch_ticker(pair))["last"])
+        except (ccxt.BaseError, TypeError) as e:  # the fill stays booked; its fee is counted as nothing, loudly
+            log.error("fee in %s not priced (%s: %s): booked as 0 USDT", ccy, type(e).__name__, str(e)[:150])
+            known[ccy] = 0.0
+    return known[ccy]
+
+
+async def _may_withdraw(ex, venue):
+    """Whether the key carries withdrawal permission, as the venue's key-info endpoint reports it."""
+    if venue == "bybit":
+        info = (await ex.private_get_v5_user_query_api()).get("result") or {}
+        return "Withdraw" in ((info.get("permissions") or {}).get("Wallet") or [])
+    return bool((await ex.sapi_get_account_apirestrictions()).get("enableWithdrawals"))
 
 
 def _rejected(order, why):

@@ -27,8 +27,7 @@ class Orchestrator:
         self.strategies = {name: importlib.import_module(f"vigil.{name}")
                            for name in cfg["strategies"]["enabled"]}
         self.positions = self._open_positions()
-        self.closed_pnl = db.conn.execute("SELECT COALESCE(SUM(json_extract(body, '$.realized_pnl')), 0) "
-                                          "FROM positions WHERE status='closed'").fetchone()[0]
+        self.closed_pnl = db.realized_pnl(closed_only=True)
         self.cycle_n = (db.get("last_cycle") or 0)
         self.halt = db.get("halt")  # persisted: a restarted process stays halted until resume
         # Written only through this object, so memory mirrors the database and the cycle never re-reads them.

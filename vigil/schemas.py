@@ -87,7 +87,7 @@ SCHEMAS = {
         "venue": (str, None), "symbol": (str, None), "side": (str, _SIDE),
         "market": (str, _one_of("swap", "spot")),
         "type": (str, _one_of("market", "limit")), "qty": (NUM, _POS), "price": (OPT_NUM, None),
-        "reduce_only": (bool, None),
+        "ref_price": (OPT_NUM, None), "reduce_only": (bool, None),
         "status": (str, _one_of("pending", "open", "partial", "filled", "cancelled",
                                 "rejected", "unknown")),
         "filled": (NUM, _NONNEG), "avg_price": (OPT_NUM, None), "fee": (NUM, None),
@@ -97,7 +97,7 @@ SCHEMAS = {
     "Fill": {
         "order_id": (str, None), "venue": (str, None), "symbol": (str, None),
         "side": (str, _SIDE), "qty": (NUM, _POS), "price": (NUM, _POS), "fee": (NUM, None),
-        "fee_ccy": (str, None), "liquidity": (str, _one_of("maker", "taker")), "ts": (int, None),
+        "fee_ccy": (str, None), "fee_usdt": (NUM, None), "liquidity": (str, _one_of("maker", "taker")), "ts": (int, None),
     },
     # One leg of an open position; qty is signed by side (buy > 0).
     "PositionLeg": {

@@ -155,6 +155,11 @@ class Storage:
             return self._bodies("SELECT body FROM positions WHERE status=? ORDER BY rowid", (status,))
         return self._bodies("SELECT body FROM positions ORDER BY rowid")
 
+    def realized_pnl(self, closed_only=False):
+        """Realized PnL (after fees and funding) of every position, or of the closed ones."""
+        return self.conn.execute("SELECT COALESCE(SUM(json_extract(body, '$.realized_pnl')), 0) FROM positions"
+                                 + (" WHERE status='closed'" if closed_only else "")).fetchone()[0]
+
     def closed_positions(self, limit=None):
         sql = "SELECT body FROM positions WHERE status='closed' ORDER BY closed_at DESC, rowid DESC"
         rows = self._bodies(sql + (f" LIMIT {int(limit)}" if limit else ""))

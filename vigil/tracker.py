@@ -6,7 +6,7 @@ DUST = 1e-9  # a leg smaller than this fraction of its opening size counts as cl
 
 def _vwap(fills):
     qty = sum(f["qty"] for f in fills)
-    return qty, sum(f["qty"] * f["price"] for f in fills) / qty, sum(f["fee"] for f in fills)
+    return qty, sum(f["qty"] * f["price"] for f in fills) / qty, sum(f["fee_usdt"] for f in fills)
 
 
 def _sign(side):
