@@ -11,13 +11,14 @@ LOW = CLOSE * (1 - np.abs(rng.normal(0, 0.003, 200)))
 
 def test_smoothing_matches_the_recursion_across_chunks():
     x = np.abs(np.diff(CLOSE))
-    long = np.tile(x, 3)  # longer than one vectorized chunk
-    for n in (2, 14):
-        y = long[:n].mean()
-        for v in long[n:]:
-            y += (v - y) / n
-        out = ind._smooth(long, 1 / n, n)
-        assert np.isnan(out[:n - 1]).all() and out[-1] == pytest.approx(y, rel=1e-9)
+    for series in (x[:70], np.tile(x, 3)):  # a short window (matrix) and more than one chunk
+        for n in (2, 14):
+            y = series[:n].mean()
+            for v in series[n:]:
+                y += (v - y) / n
+            out = ind._smooth(np.stack((series, 2 * series)), 1 / n, n)
+            assert np.isnan(out[:, :n - 1]).all() and out[0, -1] == pytest.approx(y, rel=1e-9)
+            assert out[1, -1] == pytest.approx(2 * y, rel=1e-9)
     assert np.isnan(ind._smooth([1.0, 2.0], 0.5, 5)).all()
 
 
@@ -42,4 +43,4 @@ def test_rsi_bounds_and_extremes():
 
 def test_realized_vol_is_the_sample_std_of_log_returns():
     r = np.diff(np.log(CLOSE))
-    assert ind.realized_vol(CLOSE, 30) == pytest.approx(np.std(r[-30:], ddof=1))
+    assert ind.realized_vol(ind.log_returns(CLOSE), 30) == pytest.approx(np.std(r[-30:], ddof=1))

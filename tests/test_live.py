@@ -240,7 +240,7 @@ def test_the_loop_runs_live_against_the_fake(tmp_path, monkeypatch):
                               "--interval", "0.2"], cwd=root, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         db = Storage(str(tmp_path / "v.db"))
-        assert db.get("last_cycle") == 4 and db.get("halt") is None
+        assert db.last_cycle() == 4 and db.get("halt") is None
         assert "TESTKEY" not in out.stderr and SECRET not in out.stderr
 
 

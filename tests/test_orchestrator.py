@@ -118,7 +118,7 @@ def test_sigterm_finishes_the_cycle_and_exits_0(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     db = Storage(str(tmp_path / "v.db"))
-    assert db.get("last_cycle") == db.counts()["cycles"] == 1
+    assert db.last_cycle() == db.counts()["cycles"] == 1
 
 
 def test_cli_run_and_report_json(tmp_path):

@@ -4,6 +4,7 @@ import functools
 import numpy as np
 
 CHUNK = 256  # decay^-CHUNK stays far inside float range for every period >= 2
+SHORT = 128  # series up to this length smooth by one cached matrix product
 
 
 @functools.lru_cache(maxsize=64)
@@ -11,18 +12,31 @@ def _powers(alpha):
     return (1.0 - alpha) ** np.arange(1, CHUNK + 1)
 
 
+@functools.lru_cache(maxsize=64)
+def _weights(alpha, seed_n, m):
+    """W with y = x @ W: column t holds the weight of every x_k in y_t (NaN before the seed is full)."""
+    t, k = np.arange(m)[None, :], np.arange(m)[:, None]
+    w = np.where(k <= t, alpha * (1.0 - alpha) ** np.maximum(t - k, 0), 0.0)
+    w[:seed_n] = (1.0 - alpha) ** (t - seed_n + 1.0) / seed_n
+    w[:, :seed_n - 1] = np.nan
+    return w
+
+
 def _smooth(x, alpha, seed_n):
     """Recursive smoothing y = y + alpha*(x - y) along the last axis, seeded with the mean of the first seed_n.
 
-    Vectorized: y_j = d^j * (y_0 + alpha * sum_i x_i * d^-i) with d = 1 - alpha, restarted every CHUNK values
-    so that d^-i never overflows; it runs every cycle for every symbol, so no Python loop per bar, and
-    several series smooth in one call (rows of a 2-D x).
+    It runs every cycle for every symbol, so no Python loop per bar: a short series (the classifier's
+    window) is one matrix product with cached weights; a longer one is y_j = d^j * (y_0 + alpha * sum_i
+    x_i * d^-i) with d = 1 - alpha, restarted every CHUNK values so that d^-i never overflows. Several
+    series smooth in one call (rows of a 2-D x).
     """
     x = np.asarray(x, float)
     m = x.shape[-1]
-    out = np.full(x.shape, np.nan)
     if m < seed_n:
-        return out
+        return np.full(x.shape, np.nan)
+    if m <= SHORT:
+        return x @ _weights(alpha, seed_n, m)
+    out = np.full(x.shape, np.nan)
     y = out[..., seed_n - 1] = x[..., :seed_n].sum(axis=-1) / seed_n
     for lo in range(seed_n, m, CHUNK):
         part = x[..., lo:lo + CHUNK]
@@ -75,8 +89,13 @@ def rsi(close, n=14):
     return np.concatenate(([np.nan], np.where(np.isnan(gain), np.nan, out)))
 
 
-def realized_vol(close, n):
+def log_returns(close):
+    logs = np.log(close)
+    return logs[1:] - logs[:-1]
+
+
+def realized_vol(returns, n):
     """Sample standard deviation of the last n one-bar log returns (per bar, not annualized)."""
-    r = np.diff(np.log(close[-n - 1:]))
+    r = returns[-n:]
     r = r - r.sum() / n
     return float(np.sqrt(r @ r / (n - 1)))

@@ -4,7 +4,7 @@ from vigil import indicators
 
 def classify(candles, params):
     """candles: ndarray (n, 6) ts, open, high, low, close, volume -> SymbolState."""
-    need = max(2 * params["adx_period"] + 10, params["vol_long"] + 2)
+    need = max(2 * params["adx_period"] + 10, params["vol_long"] + 2, params["vol_short"] + 2)
     if candles is None or len(candles) < need:
         have = 0 if candles is None else len(candles)
         return {"state": "unknown", "figures": {"bars": have},
@@ -14,8 +14,9 @@ def classify(candles, params):
     high, low, close = c[:, 2], c[:, 3], c[:, 4]
     adx, atr = indicators.adx_atr(high, low, close, params["adx_period"])
     adx, atr_pct = float(adx[-1]), float(atr[-1] / close[-1] * 100)
-    long_vol = indicators.realized_vol(close, params["vol_long"])
-    short = indicators.realized_vol(close, params["vol_short"])
+    returns = indicators.log_returns(close)
+    long_vol = indicators.realized_vol(returns, params["vol_long"])
+    short = indicators.realized_vol(returns, params["vol_short"])
     vol_ratio = short / long_vol if long_vol > 0 else 1.0
     figures = {"adx": round(adx, 2), "atr_pct": round(atr_pct, 4), "vol_ratio": round(vol_ratio, 3)}
     if vol_ratio >= params["vol_ratio_volatile"] or atr_pct >= params["atr_pct_volatile"]:

@@ -28,7 +28,7 @@ class Orchestrator:
                            for name in cfg["strategies"]["enabled"]}
         self.positions = self._open_positions()
         self.closed_pnl = db.realized_pnl(closed_only=True)
-        self.cycle_n = (db.get("last_cycle") or 0)
+        self.cycle_n = db.last_cycle()
         self.halt = db.get("halt")  # persisted: a restarted process stays halted until resume
         # Written only through this object, so memory mirrors the database and the cycle never re-reads them.
         self.paused_names = set(db.get("paused") or [])
@@ -156,10 +156,7 @@ class Orchestrator:
         rec["halted"] = self.is_halted()
         rec["equity"] = self.equity()
         rec["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        with self.db.tx():
-            self.db.add_cycle(schemas.validate("CycleRecord", rec))
-            self.db.add_equity(now, n, rec["equity"])
-            self.db.put("last_cycle", n)
+        self.db.add_cycle(schemas.validate("CycleRecord", rec))
         self.cycle_n, self.last, self.in_flight = n, rec, "idle"
         if self.reconciler and n % self.cfg["live"]["reconcile_every"] == 0:
             await self.reconcile()

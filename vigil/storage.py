@@ -1,4 +1,4 @@
-"""Keeps every cycle, proposal, verdict, order, fill, position, equity point and alert in one sqlite file."""
+"""Keeps every cycle (with its equity), proposal, verdict, order, fill, position and alert in one sqlite file."""
 import contextlib
 import json
 import sqlite3
@@ -24,6 +24,8 @@ MIGRATIONS = [
     CREATE TABLE flight_candles (venue TEXT, symbol TEXT, ts INTEGER, open REAL, high REAL, low REAL,
                                  close REAL, volume REAL, PRIMARY KEY (venue, symbol, ts)) WITHOUT ROWID;
     """,
+    # Equity is a column of cycles: one write per cycle, not two.
+    "DROP TABLE equity",
 ]
 
 
@@ -88,7 +90,7 @@ class Storage:
     def _bodies(self, sql, args=()):
         return [json.loads(row[0]) for row in self.conn.execute(sql, args)]
 
-    # key/value: halt flag, paused strategies, last cycle, day start equity
+    # key/value: halt flag, paused strategies, veto, day start equity
     def get(self, key, default=None):
         row = self.conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
@@ -121,8 +123,6 @@ class Storage:
                     (position["id"], position["strategy"], position["status"],
                      position["closed_at"], _dump(position)))
 
-    def add_equity(self, ts, cycle, equity):
-        self._write("INSERT OR REPLACE INTO equity VALUES (?, ?, ?)", (ts, cycle, equity))
 
     def add_alert(self, ts, kind, text):
         self._write("INSERT INTO alerts (ts, kind, text) VALUES (?, ?, ?)", (ts, kind, text))
@@ -173,7 +173,10 @@ class Storage:
         return rows[0] if rows else None
 
     def equity_points(self):
-        return self.conn.execute("SELECT ts, equity FROM equity ORDER BY ts").fetchall()
+        return self.conn.execute("SELECT started_at, equity FROM cycles ORDER BY n").fetchall()
+
+    def last_cycle(self):
+        return self.conn.execute("SELECT COALESCE(MAX(n), 0) FROM cycles").fetchone()[0]
 
     def counts(self):
         tables = ("cycles", "proposals", "verdicts", "orders", "fills", "positions", "alerts")
@@ -191,13 +194,14 @@ class Storage:
 
         Recorded candles go back window_ms further, so the oldest cycle kept can still be replayed.
         """
-        old = self.conn.execute("SELECT COALESCE(MAX(n), 0) FROM cycles WHERE started_at < ?",
-                                (before_ts,)).fetchone()[0]
+        # Cycles run in time order: scanning from the oldest stops at the first one kept (no full scan).
+        first_kept = self.conn.execute("SELECT n FROM cycles WHERE started_at >= ? ORDER BY n LIMIT 1",
+                                       (before_ts,)).fetchone()
+        old = first_kept[0] - 1 if first_kept else self.last_cycle()
         with self.tx():
             for table in ("cycles", "proposals", "verdicts"):
                 column = "n" if table == "cycles" else "cycle"
                 self.conn.execute(f"DELETE FROM {table} WHERE {column} <= ?", (old,))
-            self.conn.execute("DELETE FROM equity WHERE ts < ?", (before_ts,))
             self.conn.execute("DELETE FROM flight WHERE n <= ?", (old,))
             self.conn.execute("DELETE FROM flight_candles WHERE ts < ?", (before_ts - window_ms,))
             self.conn.execute("DELETE FROM alerts WHERE ts < ?", (before_ts,))
