@@ -13,7 +13,7 @@ def order(qty, side="buy", type_="market", price=None):
 
 def test_market_buy_pays_fee_and_size_dependent_slippage():
     f = fills.simulate(order(10), BAR, FILLS)
-    slip = 1 / 1e4 + 0.5 * 10 / 1000
+    slip = 1 / 1e4 + 0.003 * (10 / 1000) ** 0.5
     assert f["qty"] == 10 and f["price"] == pytest.approx(101 * (1 + slip))
     assert f["fee"] == pytest.approx(10 * f["price"] * 0.0005) and f["liquidity"] == "taker"
     small = fills.simulate(order(1), BAR, FILLS)

@@ -93,6 +93,8 @@ def test_mean_reversion_closes_when_the_range_ends():
                      "entry": 100.0, "mark": 99.0, "funding": 0.0}]}
     p = run("mean_reversion", state="volatile", positions=[pos])
     assert p["intent"] == "close" and p["position_id"] == "p1" and p["legs"][0]["side"] == "sell"
+    # Trending right after the fade is the overextension itself: held, with the stop as the guard.
+    assert "kind" not in run("mean_reversion", state="trending", positions=[pos])
 
 
 # --- funding arbitrage ------------------------------------------------------------------------

@@ -19,7 +19,9 @@ class BacktestSource:
         # One timeline for all symbols: a symbol that has no bar at a time keeps its last one (gaps stay gaps).
         self.timeline = np.unique(np.concatenate([c[:, 0] for c in candles.values()]))
         self.i = min(self.history, len(self.timeline)) - 1  # the first history bars only warm up
-        self.end = {s: 0 for s in candles}
+        start = self.timeline[self.i] if len(self.timeline) else -1
+        self.end = {s: int(np.searchsorted(c[:, 0], start, side="right")) for s, c in candles.items()}
+        self.absent = {name: f"no history for {name} in this backtest" for name in schemas.FEEDS}
 
     def count(self):
         return len(self.timeline) - 1 - self.i
@@ -34,7 +36,9 @@ class BacktestSource:
         self.i += 1
         t = self.timeline[self.i]
         for s, c in self.data.items():
-            self.end[s] = int(np.searchsorted(c[:, 0], t, side="right"))
+            e = self.end[s]
+            if e < len(c) and c[e, 0] <= t:  # the timeline holds every bar, so a symbol moves one bar at most
+                self.end[s] = e + 1
         return int(t) + self.bar_ms
 
     def now(self):
@@ -51,7 +55,7 @@ class BacktestSource:
         return schemas.bar(self.data[symbol][self.end[symbol] - 1])
 
     async def feeds(self, now):
-        out = {name: schemas.feed(error=f"no history for {name} in this backtest") for name in schemas.FEEDS}
+        out = {name: schemas.feed(error=why) for name, why in self.absent.items()}
         if self.funding:
             out["funding"] = schemas.feed(self._funding(now), now)
         return out

@@ -28,13 +28,14 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
 
     step("strategies")
     proposals, veto = [], None
+    shared = {"cycle": n, "now": now, "symbols": market["symbols"], "venues": market["venues"],
+              "trade_venue": market["trade_venue"], "market_state": states, "snapshot": snapshot}
     for name, module in strategies.items():
         if name in inputs["paused"]:
             rec["strategies"][name] = "paused"
             continue
-        ctx = {"name": name, "cycle": n, "now": now, "params": cfg[name], "symbols": market["symbols"],
-               "venues": market["venues"], "trade_venue": market["trade_venue"], "market_state": states,
-               "snapshot": snapshot, "positions": [p for p in inputs["positions"] if p["strategy"] == name]}
+        ctx = dict(shared, name=name, params=cfg[name],
+                   positions=[p for p in inputs["positions"] if p["strategy"] == name])
         try:
             out = module.propose(ctx)
             kind = _kind(out)

@@ -16,8 +16,8 @@ def simulate(order, bar, params):
             return None
         price, rate, liquidity = limit, params["maker_fee"], "maker"
     else:
-        # Slippage grows with the share of the bar's volume the order takes.
-        slip = params["slippage_bps"] / 1e4 + params["impact"] * qty / bar["volume"]
+        # Square-root impact law: slippage grows with the square root of the bar volume share taken.
+        slip = params["slippage_bps"] / 1e4 + params["impact"] * (qty / bar["volume"]) ** 0.5
         price = bar["close"] * (1 + slip if buy else 1 - slip)
         rate, liquidity = params["taker_fee"], "taker"
     return {"order_id": order["id"], "venue": order["venue"], "symbol": order["symbol"],

@@ -1,92 +1,73 @@
-"""Computes technical indicators over numpy price arrays (NaN where a window is not yet full)."""
+"""Computes the latest value of technical indicators over numpy price windows (NaN if the window is too short)."""
 import functools
 
 import numpy as np
 
-CHUNK = 256  # decay^-CHUNK stays far inside float range for every period >= 2
-SHORT = 128  # series up to this length smooth by one cached matrix product
 
+def _decay(n, m):
+    """w with x @ w = Wilder's smoothing (y += (x - y) / n, seeded with the mean of the first n) at the m-th value.
 
-@functools.lru_cache(maxsize=64)
-def _powers(alpha):
-    return (1.0 - alpha) ** np.arange(1, CHUNK + 1)
-
-
-@functools.lru_cache(maxsize=64)
-def _weights(alpha, seed_n, m):
-    """W with y = x @ W: column t holds the weight of every x_k in y_t (NaN before the seed is full)."""
-    t, k = np.arange(m)[None, :], np.arange(m)[:, None]
-    w = np.where(k <= t, alpha * (1.0 - alpha) ** np.maximum(t - k, 0), 0.0)
-    w[:seed_n] = (1.0 - alpha) ** (t - seed_n + 1.0) / seed_n
-    w[:, :seed_n - 1] = np.nan
+    The smoothing is linear in x, so a dot product with these weights replaces a Python loop per bar.
+    """
+    w = (1.0 - 1.0 / n) ** np.arange(m - 1, -1, -1.0) / n
+    w[:n] = w[n - 1]
     return w
 
 
-def _smooth(x, alpha, seed_n):
-    """Recursive smoothing y = y + alpha*(x - y) along the last axis, seeded with the mean of the first seed_n.
-
-    It runs every cycle for every symbol, so no Python loop per bar: a short series (the classifier's
-    window) is one matrix product with cached weights; a longer one is y_j = d^j * (y_0 + alpha * sum_i
-    x_i * d^-i) with d = 1 - alpha, restarted every CHUNK values so that d^-i never overflows. Several
-    series smooth in one call (rows of a 2-D x).
-    """
-    x = np.asarray(x, float)
-    m = x.shape[-1]
-    if m < seed_n:
-        return np.full(x.shape, np.nan)
-    if m <= SHORT:
-        return x @ _weights(alpha, seed_n, m)
-    out = np.full(x.shape, np.nan)
-    y = out[..., seed_n - 1] = x[..., :seed_n].sum(axis=-1) / seed_n
-    for lo in range(seed_n, m, CHUNK):
-        part = x[..., lo:lo + CHUNK]
-        p = _powers(alpha)[:part.shape[-1]]
-        out[..., lo:lo + len(p)] = p * (y[..., None] + alpha * np.cumsum(part / p, axis=-1))
-        y = out[..., lo + len(p) - 1]
-    return out
+@functools.lru_cache(maxsize=64)
+def _last(n, m):
+    return _decay(n, m)
 
 
-def _wilder(x, n):
-    return _smooth(x, 1.0 / n, n)
+@functools.lru_cache(maxsize=16)
+def _series(n, m):
+    """W with x @ W = the smoothed values from the n-th to the m-th of x (one _decay vector per column)."""
+    w = np.zeros((m, m - n + 1))
+    for j in range(m - n + 1):
+        w[:n + j, j] = _decay(n, n + j)
+    return w
 
 
-def true_range(high, low, close):
-    tr = high - low
-    prev = close[:-1]
-    tr[1:] = np.maximum(tr[1:], np.maximum(np.abs(high[1:] - prev), np.abs(low[1:] - prev)))
+def wilder(x, n):
+    """The last Wilder-smoothed value of x (of each row of a 2-D x)."""
+    m = np.shape(x)[-1]
+    return x @ _last(n, m) if m >= n else np.full(np.shape(x)[:-1], np.nan)
+
+
+def true_range(c):
+    """max(high, previous close) - min(low, previous close) per bar of an OHLCV array: the three-way max, cheaper."""
+    tr = c[:, 2] - c[:, 3]
+    tr[1:] = np.maximum(c[1:, 2], c[:-1, 4]) - np.minimum(c[1:, 3], c[:-1, 4])
     return tr
 
 
-def atr(high, low, close, n=14):
-    return _wilder(true_range(high, low, close), n)
+def atr(c, n=14):
+    return float(wilder(true_range(c), n))
 
 
-def adx_atr(high, low, close, n=14):
-    """Wilder's average directional index and the ATR it is built on; ADX appears after about 2n bars."""
-    moves = np.zeros((3, len(close)))  # +DM, -DM, TR; slicing, not np.diff: this runs for every symbol every cycle
+def adx_atr(c, n=14):
+    """Wilder's average directional index and the ATR it is built on, over an OHLCV array; ADX needs 2n - 1 bars."""
+    m = len(c)
+    if m < 2 * n - 1:
+        return float("nan"), atr(c, n)
+    moves = np.zeros((3, m))  # +DM, -DM, TR per bar
+    high, low = c[:, 2], c[:, 3]
     up, down = high[1:] - high[:-1], low[:-1] - low[1:]
-    moves[0, 1:] = np.where((up > down) & (up > 0), up, 0.0)
-    moves[1, 1:] = np.where((down > up) & (down > 0), down, 0.0)
-    moves[2] = true_range(high, low, close)
-    plus, minus, tr = _wilder(moves, n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dx = 100 * np.abs(plus - minus) / (plus + minus)
-    out = np.full(len(close), np.nan)
-    if len(close) >= n:  # dx is defined from bar n-1 on (0/0 when flat counts as no direction)
-        dx = dx[n - 1:]
-        out[n - 1:] = _wilder(np.where(dx == dx, dx, 0.0), n)
-    return out, tr
+    np.multiply(up, up > np.maximum(down, 0.0), out=moves[0, 1:])
+    np.multiply(down, down > np.maximum(up, 0.0), out=moves[1, 1:])
+    moves[2] = true_range(c)
+    plus, minus, tr = moves @ _series(n, m)  # smoothed from bar n-1 on
+    total = plus + minus
+    dx = np.divide(np.abs(plus - minus), total, out=np.zeros(len(total)), where=total > 0)  # flat: no direction
+    return float(100 * wilder(dx, n)), float(tr[-1])
 
 
 def rsi(close, n=14):
     d = close[1:] - close[:-1]
-    moves = np.empty((2, len(d)))
-    np.maximum(d, 0.0, out=moves[0])
-    np.maximum(-d, 0.0, out=moves[1])
-    gain, loss = _wilder(moves, n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(loss == 0, 100.0, 100 - 100 / (1 + gain / loss))
-    return np.concatenate(([np.nan], np.where(np.isnan(gain), np.nan, out)))
+    gain, loss = wilder(np.maximum(np.stack((d, -d)), 0.0), n)
+    if gain != gain:
+        return float("nan")
+    return 100.0 if loss == 0 else float(100 - 100 / (1 + gain / loss))
 
 
 def log_returns(close):

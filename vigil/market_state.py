@@ -10,10 +10,10 @@ def classify(candles, params):
         return {"state": "unknown", "figures": {"bars": have},
                 "reason": f"only {have} candles, {need} needed"}
     # A short recent window: enough for Wilder's smoothing to settle, cheap for 20+ symbols every cycle.
-    c = candles[-max(5 * params["adx_period"], need):]
-    high, low, close = c[:, 2], c[:, 3], c[:, 4]
-    adx, atr = indicators.adx_atr(high, low, close, params["adx_period"])
-    adx, atr_pct = float(adx[-1]), float(atr[-1] / close[-1] * 100)
+    c = candles[-max(5 * params["adx_period"], 2 * params["adx_period"] + 10):]
+    adx, atr = indicators.adx_atr(c, params["adx_period"])
+    close = candles[-params["vol_long"] - 1:, 4]
+    atr_pct = atr / float(close[-1]) * 100
     returns = indicators.log_returns(close)
     long_vol = indicators.realized_vol(returns, params["vol_long"])
     short = indicators.realized_vol(returns, params["vol_short"])

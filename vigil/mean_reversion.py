@@ -1,4 +1,4 @@
-"""Fades a ranging symbol's overextension from its moving average, and exits when the range ends."""
+"""Fades a ranging symbol's overextension from its moving average, and exits when the range breaks into volatility."""
 from vigil import indicators, scan, schemas
 
 PARAMS = {
@@ -15,9 +15,9 @@ PARAMS = {
 def propose(ctx):
     name, params = ctx["name"], ctx["params"]
     for p in ctx["positions"]:
-        state = ctx["market_state"][p["symbol"]]["state"]
-        if state not in ("ranging", "unknown") and p["status"] == "open":
-            return schemas.exit_proposal(ctx, p, f"{p['symbol']} is {state} now, so the range it was faded in is gone")
+        # Not on "trending": the overextension it faded lifts ADX by itself; the stop guards a real trend.
+        if ctx["market_state"][p["symbol"]]["state"] == "volatile" and p["status"] == "open":
+            return schemas.exit_proposal(ctx, p, f"{p['symbol']} is volatile now, so the range it was faded in is gone")
     need = max(params["ma_bars"], params["rsi_period"], params["atr_period"]) + 2
     best, why = scan.strongest(ctx, "ranging", need, lambda symbol, c: _overextended(symbol, c, params),
                                "no overextension beyond the entry band")
@@ -37,7 +37,7 @@ def _overextended(symbol, c, params):
     if sd <= 0:
         return None
     z = (float(close[-1]) - ma) / sd
-    rsi = float(indicators.rsi(close[-(params["rsi_period"] * 4):], params["rsi_period"])[-1])
+    rsi = indicators.rsi(close[-(params["rsi_period"] * 4):], params["rsi_period"])
     low_rsi, high_rsi = params["rsi_extreme"], 100 - params["rsi_extreme"]
     if z <= -params["entry_z"] and rsi <= low_rsi:
         side = "buy"
@@ -45,7 +45,7 @@ def _overextended(symbol, c, params):
         side = "sell"
     else:
         return None
-    atr = float(indicators.atr(c[:, 2], c[:, 3], close, params["atr_period"])[-1])
+    atr = indicators.atr(c, params["atr_period"])
     entry = float(close[-1])
     stop = entry - params["stop_atr"] * atr if side == "buy" else entry + params["stop_atr"] * atr
     reason = (f"{symbol} at {entry:,.2f} is {abs(z):.1f} standard deviations {'below' if z < 0 else 'above'} "

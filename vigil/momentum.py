@@ -38,7 +38,7 @@ def _breakout(symbol, c, params):
         side, edge = "sell", low
     else:
         return None
-    atr = float(indicators.atr(c[:, 2], c[:, 3], c[:, 4], params["atr_period"])[-1])
+    atr = indicators.atr(c, params["atr_period"])
     sign = 1 if side == "buy" else -1
     stop = (low if side == "buy" else high) - sign * params["stop_atr"] * atr
     target = close + sign * params["reward_risk"] * abs(close - stop)

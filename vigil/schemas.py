@@ -99,7 +99,7 @@ SCHEMAS = {
         "side": (str, _SIDE), "qty": (NUM, _POS), "price": (NUM, _POS), "fee": (NUM, None),
         "fee_ccy": (str, None), "fee_usdt": (NUM, None), "liquidity": (str, _one_of("maker", "taker")), "ts": (int, None),
     },
-    # One leg of an open position; qty is signed by side (buy > 0).
+    # One leg of an open position; qty is positive, side gives the direction.
     "PositionLeg": {
         "venue": (str, None), "symbol": (str, None), "side": (str, _SIDE),
         "market": (str, _one_of("swap", "spot")), "qty": (NUM, _POS), "entry": (NUM, _POS),

@@ -45,7 +45,7 @@ def propose(ctx):
     if c is None or len(c) < params["atr_period"] + 2:
         return {"strategy": name, "reason": f"not enough {symbol} candles for a stop"}
     entry = float(c[-1, 4])
-    atr = float(indicators.atr(c[:, 2], c[:, 3], c[:, 4], params["atr_period"])[-1])
+    atr = indicators.atr(c, params["atr_period"])
     side = "sell" if net > 0 else "buy"
     sign = 1 if side == "buy" else -1
     reason = (f"${abs(net) / 1e6:.1f}M net {'inflow to' if net > 0 else 'outflow from'} exchanges in {count} "
