@@ -3,6 +3,7 @@ import collections
 
 
 from vigil import config, market_state
+from vigil.trend import Trend
 from vigil.simmarket import SimMarket
 
 
@@ -50,9 +51,11 @@ def test_all_regimes_funding_divergence_whales_and_extremes(tmp_path):
     m = SimMarket(cfg)
     seen, spreads, fng, ids = collections.defaultdict(set), [], [], collections.Counter()
     liq = []
+    trend = Trend("binance", cfg["market_state"]["adx_period"])
 
     def each(market, feeds):
-        states = market_state.classify_all(market.candles(), cfg["market"]["symbols"], "binance",
+        candles = market.candles()
+        states = market_state.classify_all(candles, trend.update(candles), cfg["market"]["symbols"], "binance",
                                            cfg["market_state"])
         for s, v in states.items():
             seen[s].add(v["state"])

@@ -175,7 +175,7 @@ class Bot:
             failed = [f"{c['name']} {c['value']} > {c['limit']}" if c["limit"] is not None else c["name"]
                       for c in v["checks"] if not c["ok"]]
             lines.append(f"{v['proposal_id']}: {v['reason']}" + (f" (failed: {', '.join(failed)})" if failed else ""))
-        lines += rec["notes"]
+        lines += [f"feed {k}: {err}" for k, err in rec["feeds"].items() if err] + rec["notes"]
         await self._reply(update, "\n".join(lines))
 
     async def kill(self, update, context):

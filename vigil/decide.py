@@ -13,7 +13,7 @@ def _noop(*_):
 def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
     """Fills rec (states, strategies, veto, verdicts) and returns [(Verdict, ApprovedTrade or None)].
 
-    inputs: n, now, candles (Feed), feeds {name: Feed}, positions, equity, day_start_equity, prices
+    inputs: n, now, candles (Feed), trend {symbol: Trend}, feeds {name: Feed}, positions, equity, day_start_equity, prices
     {(venue, symbol): price}, veto (the one still active, or None), paused [strategy names].
     step(name) is called before each step (the kill switch raises there); save(kind, items) persists
     proposals and verdicts before the next step reads them. Replay calls it with the recorded inputs.
@@ -21,8 +21,8 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
     n, now = inputs["n"], inputs["now"]
     market = cfg["market"]
     step("market_state")
-    states = market_state.classify_all(inputs["candles"], market["symbols"], market["trade_venue"],
-                                       cfg["market_state"])
+    states = market_state.classify_all(inputs["candles"], inputs.get("trend", {}), market["symbols"],
+                                       market["trade_venue"], cfg["market_state"])
     rec["states"] = {s: v["state"] for s, v in states.items()}
     snapshot = {"now": now, "feeds": {"candles": inputs["candles"], **inputs["feeds"]}}
 

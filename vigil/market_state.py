@@ -2,18 +2,14 @@
 from vigil import indicators
 
 
-def classify(candles, params):
-    """candles: ndarray (n, 6) ts, open, high, low, close, volume -> SymbolState."""
+def classify(candles, trend, params):
+    """candles: ndarray (n, 6) ts, open, high, low, close, volume; trend: its Trend figures -> SymbolState."""
     need = max(2 * params["adx_period"] + 10, params["vol_long"] + 2, params["vol_short"] + 2)
-    if candles is None or len(candles) < need:
-        have = 0 if candles is None else len(candles)
-        return {"state": "unknown", "figures": {"bars": have},
-                "reason": f"only {have} candles, {need} needed"}
-    # A short recent window: enough for Wilder's smoothing to settle, cheap for 20+ symbols every cycle.
-    c = candles[-max(5 * params["adx_period"], 2 * params["adx_period"] + 10):]
-    adx, atr = indicators.adx_atr(c, params["adx_period"])
+    have = min(0 if candles is None else len(candles), trend["bars"] if trend else 0)
+    if have < need or trend["adx"] is None:
+        return {"state": "unknown", "figures": {"bars": have}, "reason": f"only {have} candles, {need} needed"}
     close = candles[-params["vol_long"] - 1:, 4]
-    atr_pct = atr / float(close[-1]) * 100
+    adx, atr_pct = trend["adx"], trend["atr"] / float(close[-1]) * 100
     returns = indicators.log_returns(close)
     long_vol = indicators.realized_vol(returns, params["vol_long"])
     short = indicators.realized_vol(returns, params["vol_short"])
@@ -32,10 +28,10 @@ def classify(candles, params):
     return {"state": state, "figures": figures, "reason": reason}
 
 
-def classify_all(candles_feed, symbols, venue, params):
-    """Classifies every symbol from the venue's candles; a broken candle feed makes every state unknown."""
+def classify_all(candles_feed, trend, symbols, venue, params):
+    """Classifies every symbol from the venue's candles and Trend figures; a broken candle feed makes every state unknown."""
     if not candles_feed["ok"]:
         why = f"candles feed: {candles_feed['error']}"
         return {s: {"state": "unknown", "figures": {}, "reason": why} for s in symbols}
     by_symbol = (candles_feed["data"] or {}).get(venue, {})
-    return {s: classify(by_symbol.get(s), params) for s in symbols}
+    return {s: classify(by_symbol.get(s), trend.get(s), params) for s in symbols}

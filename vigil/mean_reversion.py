@@ -37,6 +37,8 @@ def _overextended(symbol, c, params):
     if sd <= 0:
         return None
     z = (float(close[-1]) - ma) / sd
+    if abs(z) < params["entry_z"]:
+        return None
     rsi = indicators.rsi(close[-(params["rsi_period"] * 4):], params["rsi_period"])
     low_rsi, high_rsi = params["rsi_extreme"], 100 - params["rsi_extreme"]
     if z <= -params["entry_z"] and rsi <= low_rsi:

@@ -1,5 +1,6 @@
 """Runs the fixed-rate heartbeat and, in each cycle, the decision pipeline in DESIGN.md order."""
 import asyncio
+import gc
 import importlib
 import logging
 import math
@@ -9,10 +10,12 @@ from vigil import schemas, tracker
 from vigil.config import TIMEFRAME_MS
 from vigil.decide import decide
 from vigil.executor import Executor, Halted
+from vigil.trend import Trend
 
 log = logging.getLogger("vigil.orchestrator")
 FEED_BUDGET_S = 10.0  # a slow feed never holds the cycle longer than this
 PRUNE_EVERY = 500  # cycles between retention sweeps
+YIELD_EVERY_S = 0.005  # back-to-back cycles (a backtest) give the event loop a turn this often
 
 
 class Orchestrator:
@@ -26,6 +29,7 @@ class Orchestrator:
         self.console = console if cfg["vigil"]["console"] else None
         self.strategies = {name: importlib.import_module(f"vigil.{name}")
                            for name in cfg["strategies"]["enabled"]}
+        self.trend = Trend(cfg["market"]["trade_venue"], cfg["market_state"]["adx_period"])
         self.positions = self._open_positions()
         self.closed_pnl = db.realized_pnl(closed_only=True)
         self.cycle_n = db.last_cycle()
@@ -111,14 +115,18 @@ class Orchestrator:
         interval = self.cfg["vigil"]["interval"] if interval is None else interval
         await self.source.start()
         await self.reconcile()
+        gc.freeze()  # what start-up built lives as long as the process: the collector need not rescan it
         loop = asyncio.get_running_loop()
         t0, k, done = loop.time(), 0, 0
+        yielded = t0
         try:
             while not self.stopping and (cycles is None or done < cycles):
                 await self.cycle()
                 done += 1
                 if interval <= 0:
-                    await asyncio.sleep(0)  # let the bot and the streams run between cycles
+                    if loop.time() - yielded >= YIELD_EVERY_S:  # let the bot and the streams run now and then
+                        await asyncio.sleep(0)
+                        yielded = loop.time()
                     continue
                 k += 1
                 late = loop.time() - (t0 + k * interval)
@@ -181,9 +189,8 @@ class Orchestrator:
         self._step("feeds")
         feeds = await self._feeds(now)
         rec["feeds"] = {k: (None if f["ok"] else f["error"]) for k, f in {"candles": candles, **feeds}.items()}
-        rec["notes"] += [f"feed {k}: {err}" for k, err in rec["feeds"].items() if err]
         prices = self._prices()
-        inputs = {"n": n, "now": now, "candles": candles, "feeds": feeds,
+        inputs = {"n": n, "now": now, "candles": candles, "trend": self.trend.update(candles), "feeds": feeds,
                   "positions": list(self.positions.values()), "equity": self.equity(),
                   "day_start_equity": self._day_start(now), "prices": prices, "veto": self.veto,
                   "paused": sorted(self.paused())}

@@ -38,6 +38,8 @@ SCHEMAS = {
         "data": (object, None), "ts": ((int, type(None)), None), "age_s": (OPT_NUM, None),
         "ok": (bool, None), "error": (OPT_STR, None),
     },
+    # One symbol's running Wilder figures (None until enough bars are counted).
+    "Trend": {"adx": (OPT_NUM, None), "atr": (OPT_NUM, None), "bars": (int, None)},
     # One symbol inside the MarketState.
     "SymbolState": {
         "state": (str, _one_of("trending", "ranging", "volatile", "unknown")),
@@ -146,11 +148,11 @@ def problem(name, d):
     """Returns the first mismatch of dict d against schema name, or None."""
     if not isinstance(d, dict):
         return f"expected a dict, got {type(d).__name__}"
-    for key, (types, check) in SCHEMAS[name].items():
-        if key not in d:
+    for key, types, check, bool_ok in _CHECKS[name]:
+        v = d.get(key, _MISSING)
+        if v is _MISSING:
             return f"{key}: missing"
-        v = d[key]
-        if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        if v.__class__ is bool and not bool_ok:  # bool is an int, but never a valid number here
             return f"{key}: expected {_names(types)}, got bool"
         if not isinstance(v, types):
             return f"{key}: expected {_names(types)}, got {type(v).__name__}"
@@ -159,6 +161,13 @@ def problem(name, d):
             if err:
                 return f"{key}: {err}"
     return None
+
+
+_MISSING = object()
+# Each schema as (key, types, check, bool allowed) rows: validation runs several times every cycle.
+_CHECKS = {name: [(key, types if isinstance(types, tuple) else (types,), check,
+                   bool in (types if isinstance(types, tuple) else (types,)))
+                  for key, (types, check) in schema.items()] for name, schema in SCHEMAS.items()}
 
 
 def validate(name, d):
@@ -170,7 +179,6 @@ def validate(name, d):
 
 
 def _names(types):
-    types = types if isinstance(types, tuple) else (types,)
     return " or ".join("None" if t is type(None) else t.__name__ for t in types)
 
 

@@ -84,6 +84,9 @@ class Storage:
             yield flush
 
     def _write(self, sql, args):
+        if self._depth:  # inside a transaction already: no need for a context of its own
+            self.conn.execute(sql, args)
+            return
         with self.tx():
             self.conn.execute(sql, args)
 
