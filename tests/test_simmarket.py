@@ -51,7 +51,7 @@ def test_all_regimes_funding_divergence_whales_and_extremes(tmp_path):
     m = SimMarket(cfg)
     seen, spreads, fng, ids = collections.defaultdict(set), [], [], collections.Counter()
     liq = []
-    trend = Trend("binance", cfg["market_state"]["adx_period"])
+    trend = Trend("binance", cfg["market_state"])
 
     def each(market, feeds):
         candles = market.candles()

@@ -1,19 +1,14 @@
-"""Classifies each symbol as trending, ranging or volatile from its candles, with the figures that decided it."""
-from vigil import indicators
+"""Classifies each symbol as trending, ranging or volatile from its running figures, with the reason."""
 
 
 def classify(candles, trend, params):
-    """candles: ndarray (n, 6) ts, open, high, low, close, volume; trend: its Trend figures -> SymbolState."""
+    """candles: ndarray (n, 6) ts, open, high, low, close, volume; trend: its running figures -> SymbolState."""
     need = max(2 * params["adx_period"] + 10, params["vol_long"] + 2, params["vol_short"] + 2)
     have = min(0 if candles is None else len(candles), trend["bars"] if trend else 0)
-    if have < need or trend["adx"] is None:
+    if have < need or trend["adx"] is None or trend["vol_long"] is None:
         return {"state": "unknown", "figures": {"bars": have}, "reason": f"only {have} candles, {need} needed"}
-    close = candles[-params["vol_long"] - 1:, 4]
-    adx, atr_pct = trend["adx"], trend["atr"] / float(close[-1]) * 100
-    returns = indicators.log_returns(close)
-    long_vol = indicators.realized_vol(returns, params["vol_long"])
-    short = indicators.realized_vol(returns, params["vol_short"])
-    vol_ratio = short / long_vol if long_vol > 0 else 1.0
+    adx, atr_pct = trend["adx"], trend["atr"] / float(candles[-1, 4]) * 100
+    vol_ratio = trend["vol_short"] / trend["vol_long"] if trend["vol_long"] > 0 else 1.0
     figures = {"adx": round(adx, 2), "atr_pct": round(atr_pct, 4), "vol_ratio": round(vol_ratio, 3)}
     if vol_ratio >= params["vol_ratio_volatile"] or atr_pct >= params["atr_pct_volatile"]:
         state = "volatile"

@@ -29,7 +29,7 @@ class Orchestrator:
         self.console = console if cfg["vigil"]["console"] else None
         self.strategies = {name: importlib.import_module(f"vigil.{name}")
                            for name in cfg["strategies"]["enabled"]}
-        self.trend = Trend(cfg["market"]["trade_venue"], cfg["market_state"]["adx_period"])
+        self.trend = Trend(cfg["market"]["trade_venue"], cfg["market_state"])
         self.positions = self._open_positions()
         self.closed_pnl = db.realized_pnl(closed_only=True)
         self.cycle_n = db.last_cycle()
@@ -206,12 +206,14 @@ class Orchestrator:
     def _alert_changes(self, rec):
         """Strategies failing and feeds going down are alerted when they start, and when they recover."""
         failing = {name for name, what in rec["strategies"].items() if what.startswith("error:")}
+        down = {k for k, err in rec["feeds"].items() if err}
+        if failing == self.failing and down == self.feed_errors:
+            return
         for name in sorted(failing - self.failing):
             self.alert("error", f"strategy {name} failed: {rec['strategies'][name][7:]}")
         for name in sorted(self.failing - failing):
             self.alert("error", f"strategy {name} works again")
         self.failing = failing
-        down = {k for k, err in rec["feeds"].items() if err}
         for k in sorted(down - self.feed_errors):
             self.alert("feed", f"feed {k} down: {rec['feeds'][k]}")
         for k in sorted(self.feed_errors - down):
@@ -253,7 +255,8 @@ class Orchestrator:
         except TimeoutError:
             feeds = {}
         for name in schemas.FEEDS:
-            feeds.setdefault(name, schemas.feed(error=f"no answer within {FEED_BUDGET_S:.0f}s"))
+            if name not in feeds:
+                feeds[name] = schemas.feed(error=f"no answer within {FEED_BUDGET_S:.0f}s")
         stale = self.cfg["market"]["stale_after"]
         for name, feed in feeds.items():
             feed["age_s"] = None if feed["ts"] is None else (now - feed["ts"]) / 1000

@@ -5,7 +5,7 @@ import pathlib
 
 import numpy as np
 
-from vigil import schemas
+from vigil import schemas, storage
 
 CODE_DIR = pathlib.Path(__file__).resolve().parent
 
@@ -52,7 +52,7 @@ class Recorder:
             self.db.conn.executemany("INSERT OR IGNORE INTO flight_candles VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self.db.conn.execute("INSERT OR REPLACE INTO flight VALUES (?, ?, ?, ?, ?)",
                                  (inputs["n"], inputs["now"], self.hash, self.code,
-                                  json.dumps(body, separators=(",", ":"), default=float)))
+                                  storage.dump(body)))
 
 
 def load(db, n):

@@ -38,8 +38,9 @@ SCHEMAS = {
         "data": (object, None), "ts": ((int, type(None)), None), "age_s": (OPT_NUM, None),
         "ok": (bool, None), "error": (OPT_STR, None),
     },
-    # One symbol's running Wilder figures (None until enough bars are counted).
-    "Trend": {"adx": (OPT_NUM, None), "atr": (OPT_NUM, None), "bars": (int, None)},
+    # One symbol's running figures (None until enough bars are counted); vol_* are per-bar return deviations.
+    "Trend": {"adx": (OPT_NUM, None), "atr": (OPT_NUM, None), "vol_short": (OPT_NUM, None),
+              "vol_long": (OPT_NUM, None), "bars": (int, None)},
     # One symbol inside the MarketState.
     "SymbolState": {
         "state": (str, _one_of("trending", "ranging", "volatile", "unknown")),

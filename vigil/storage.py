@@ -103,28 +103,28 @@ class Storage:
 
     def add_cycle(self, record):
         self._write("INSERT OR REPLACE INTO cycles VALUES (?, ?, ?, ?)",
-                    (record["n"], record["started_at"], record["equity"], _dump(record)))
+                    (record["n"], record["started_at"], record["equity"], dump(record)))
 
     def add_proposal(self, cycle, proposal):
         self._write("INSERT OR REPLACE INTO proposals VALUES (?, ?, ?, ?, ?)",
-                    (proposal["id"], cycle, proposal["strategy"], proposal["symbol"], _dump(proposal)))
+                    (proposal["id"], cycle, proposal["strategy"], proposal["symbol"], dump(proposal)))
 
     def add_verdict(self, cycle, verdict):
         self._write("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?)",
-                    (verdict["proposal_id"], cycle, int(verdict["approved"]), _dump(verdict)))
+                    (verdict["proposal_id"], cycle, int(verdict["approved"]), dump(verdict)))
 
     def save_order(self, order):
         self._write("INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?, ?)",
-                    (order["id"], order["cycle"], order["position_id"], order["status"], _dump(order)))
+                    (order["id"], order["cycle"], order["position_id"], order["status"], dump(order)))
 
     def add_fill(self, fill):
         self._write("INSERT INTO fills (order_id, ts, body) VALUES (?, ?, ?)",
-                    (fill["order_id"], fill["ts"], _dump(fill)))
+                    (fill["order_id"], fill["ts"], dump(fill)))
 
     def save_position(self, position):
         self._write("INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?)",
                     (position["id"], position["strategy"], position["status"],
-                     position["closed_at"], _dump(position)))
+                     position["closed_at"], dump(position)))
 
 
     def add_alert(self, ts, kind, text):
@@ -225,5 +225,5 @@ class Storage:
         self.conn.close()
 
 
-def _dump(d):
-    return json.dumps(d, separators=(",", ":"), default=float)
+# One encoder for every row: json.dumps with options builds a new one per call.
+dump = json.JSONEncoder(separators=(",", ":"), default=float).encode
