@@ -1,11 +1,14 @@
 """Backtests one year of 1-minute candles through the full pipeline; prints candles/s and peak memory.
 
 usage: python bench/backtest.py [DATA_DIR]   (default: ../shared/data/synth beside the repository)
-RUN_PEER=1 also runs the peer (freqtrade) on the same data in the same run and prints the ratios.
+Each figure is the whole `run.py backtest` process, start to exit (loading the files included), as the peer
+is timed. RUN_PEER=1 also runs the peer (freqtrade) on the same data in the same run and prints the ratios.
 """
+import json
 import os
 import re
 import resource
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -13,60 +16,60 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from vigil import backtest, config  # noqa: E402
 
 
-def run(cfg, data_dir, symbols):
-    data, rates = backtest.load(cfg, data_dir, symbols)
+def ours(data_dir, symbols):
+    """(wall seconds, peak RSS MB, report) of one backtest process."""
     with tempfile.TemporaryDirectory() as tmp:
         t = time.time()
-        out = backtest.run(cfg, data, rates, os.path.join(tmp, "bench.db"), None, progress=sys.stderr)
+        out = subprocess.run([sys.executable, __file__, "--child", "--config", str(ROOT / "vigil.cfg"), "backtest",
+                              "--data", str(data_dir),
+                              "--symbols", *symbols, "--json", "--equity-csv", os.path.join(tmp, "equity.csv")],
+                             cwd=tmp, capture_output=True, text=True)
         wall = time.time() - t
-    candles = sum(len(c) for c in data.values())
-    return candles, wall, out
+    if out.returncode:
+        sys.exit(f"backtest failed: {out.stderr[-2000:]}")
+    peak_kb = int(out.stderr.strip().splitlines()[-1])  # ru_maxrss is in KB on Linux
+    return wall, peak_kb / 1024, json.loads(out.stdout)
+
+
+def peer(pairs):
+    """(wall seconds, peak RSS MB) of freqtrade as its run script times it, or None."""
+    run = subprocess.run(["bash", str(ROOT.parent / "shared" / "peer-bench" / "freqtrade" / "run.sh"), str(pairs)],
+                         capture_output=True, text=True)
+    text = run.stdout + run.stderr
+    wall = re.search(r"Elapsed.*?: (?:(\d+):)?(\d+):([\d.]+)", text)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    if not wall or not rss:
+        print(f"peer run failed: {text[-500:]}")
+        return None
+    return int(wall.group(1) or 0) * 3600 + int(wall.group(2)) * 60 + float(wall.group(3)), int(rss.group(1)) / 1024
 
 
 def main():
     data_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "synth"
-    results = []
-    for symbols in (["BTC/USDT"], ["BTC/USDT", "ETH/USDT"]):
-        # Each pair-set in a fresh process so peak memory is its own.
-        if os.environ.get("BENCH_CHILD"):
-            break
-        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.argv = ['x', {str(data_dir)!r}];"
-                f"import bench.backtest as b; b.child({symbols!r})")
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                             env=dict(os.environ, BENCH_CHILD="1"))
-        sys.stderr.write(out.stderr[-300:])
-        line = out.stdout.strip().splitlines()[-1]
-        print(line, flush=True)
-        results.append(line)
-    if os.environ.get("RUN_PEER"):
-        for pairs, line in zip((1, 2), results):
-            peer = subprocess.run(["bash", str(ROOT.parent / "shared" / "peer-bench" / "freqtrade" / "run.sh"),
-                                   str(pairs)], capture_output=True, text=True)
-            wall = re.search(r"Elapsed.*?: (?:(\d+):)?(\d+):([\d.]+)", peer.stdout + peer.stderr)
-            rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", peer.stdout + peer.stderr)
-            if not wall or not rss:
-                print(f"peer run failed: {(peer.stdout + peer.stderr)[-500:]}")
-                continue
-            peer_s = int(wall.group(1) or 0) * 3600 + int(wall.group(2)) * 60 + float(wall.group(3))
-            peer_mb = int(rss.group(1)) / 1024
-            ours_s = float(re.search(r"in ([\d.]+) s", line).group(1))
-            ours_mb = float(re.search(r"peak RSS ([\d.]+) MB", line).group(1))
-            print(f"{pairs} pair(s): freqtrade {peer_s:.1f} s, {peer_mb:.0f} MB; vigil/freqtrade time "
-                  f"{ours_s / peer_s:.2f}x, memory {ours_mb / peer_mb:.2f}x")
+    for pairs, symbols in ((1, ["BTC/USDT"]), (2, ["BTC/USDT", "ETH/USDT"])):
+        wall, mb, report = ours(data_dir, symbols)
+        candles = sum(report["backtest"]["candles"].values())
+        print(f"{'+'.join(s.split('/')[0] for s in symbols)}: {candles:,} candles, {report['backtest']['cycles']:,} "
+              f"cycles in {wall:.1f} s (the backtest loop {report['backtest']['seconds']:.1f} s) = "
+              f"{candles / wall:,.0f} candles/s, peak RSS {mb:.0f} MB", flush=True)
+        if os.environ.get("RUN_PEER"):
+            theirs = peer(pairs)
+            if theirs:
+                print(f"  freqtrade: {theirs[0]:.1f} s, {theirs[1]:.0f} MB; vigil/freqtrade time "
+                      f"{wall / theirs[0]:.2f}x, memory {mb / theirs[1]:.2f}x", flush=True)
 
 
-def child(symbols):
-    cfg = config.load(ROOT / "vigil.cfg")
-    candles, wall, out = run(cfg, sys.argv[1], symbols)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{'+'.join(s.split('/')[0] for s in symbols)}: {candles:,} candles, {out['backtest']['cycles']:,} cycles "
-          f"in {wall:.1f} s = {candles / wall:,.0f} candles/s, peak RSS {peak:.0f} MB")
+def child(args):
+    """Runs `run.py ARGS` in this process, then prints its peak memory (KB) as stderr's last line."""
+    sys.argv = [str(ROOT / "run.py"), *args]
+    sys.path.insert(0, str(ROOT))
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    finally:
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    child(sys.argv[2:]) if sys.argv[1:2] == ["--child"] else main()

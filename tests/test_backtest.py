@@ -90,6 +90,17 @@ def test_malformed_files_name_file_and_line(tmp_path, body, needle):
     assert str(e.value).startswith(str(path)) and needle in str(e.value)
 
 
+def test_header_blank_lines_and_microsecond_timestamps(tmp_path):
+    path = write(tmp_path / "BTCUSDT-1m-2025-01.csv", "open_time,open,high,low,close,volume,close_time\n\n"
+                 "1735689600000000,10,11,9,10.5,5,1735689659999999\n\n1735689660000000,10.5,11,10,10.8,6,1735689719999999\n")
+    assert candle_files.read_file(path).tolist() == [[1735689600000, 10, 11, 9, 10.5, 5],
+                                                     [1735689660000, 10.5, 11, 10, 10.8, 6]]
+    bad = write(tmp_path / "ETHUSDT-1m-2025-01.csv", "open_time,open,high,low,close,volume\n\n"
+                "1735689600000000,10,11,9,10.5,5\n1735689600000000,10.5,11,10,10.8,6\n")
+    with pytest.raises(candle_files.CandleFileError, match=":4: duplicate timestamp 1735689600000 after"):
+        candle_files.read_file(bad)
+
+
 def test_zip_json_and_folders(tmp_path):
     with zipfile.ZipFile(tmp_path / "BTCUSDT-1m-2025-01-01.zip", "w") as z:
         z.writestr("BTCUSDT-1m-2025-01-01.csv", GOOD)

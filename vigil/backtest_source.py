@@ -21,7 +21,7 @@ class BacktestSource:
         self.i = min(self.history, len(self.timeline)) - 1  # the first history bars only warm up
         start = self.timeline[self.i] if len(self.timeline) else -1
         self.end = {s: int(np.searchsorted(c[:, 0], start, side="right")) for s, c in candles.items()}
-        self.absent = {name: f"no history for {name} in this backtest" for name in schemas.FEEDS}
+        self.absent = {name: "no history given to this backtest" for name in schemas.FEEDS}
 
     def count(self):
         return len(self.timeline) - 1 - self.i

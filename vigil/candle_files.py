@@ -7,6 +7,7 @@ import io
 import json
 import pathlib
 import re
+import warnings
 import zipfile
 
 import numpy as np
@@ -54,9 +55,30 @@ def read_file(path):
         first = next(rows, None)
         if first is None:
             return np.empty((0, 6))
-        if not _is_number(first[1][0]):
-            return _check(name, rows)  # the header line of newer dumps
-        return _check(name, itertools.chain([first], rows))
+        header = not _is_number(first[1][0])  # the header line of newer dumps
+    fast = _whole(path, first[0] if header else first[0] - 1)
+    if fast is not None:
+        return fast
+    with _text(path) as f:  # something is wrong: the row-by-row check names the line
+        rows = ((i + 1, r) for i, r in enumerate(csv.reader(f)) if r)
+        return _check(name, itertools.islice(rows, 1, None) if header else rows)
+
+
+def _whole(path, skip):
+    """The file parsed in one go and checked as arrays, or None if any row is off (or the parser balks)."""
+    with _text(path) as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a header alone is "no data": an empty file, not a problem
+        try:
+            a = np.loadtxt(f, delimiter=",", usecols=range(6), skiprows=skip, ndmin=2, comments=None).reshape(-1, 6)
+        except ValueError:
+            return None
+    ts = a[:, 0].astype(np.int64)
+    a[:, 0] = np.where(ts > 10**14, ts // 1000, ts)  # microsecond timestamps (Binance dumps from 2025 on)
+    o, h, l, c, v = a[:, 1:].T
+    good = (l <= np.minimum(o, c)) & (h >= np.maximum(o, c)) & (l > 0) & (v >= 0)
+    if not good.all() or (a[1:, 0] <= a[:-1, 0]).any():
+        return None
+    return a
 
 
 def _is_number(s):
