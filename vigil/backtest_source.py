@@ -21,7 +21,6 @@ class BacktestSource:
         self.i = min(self.history, len(self.timeline)) - 1  # the first history bars only warm up
         start = self.timeline[self.i] if len(self.timeline) else -1
         self.end = {s: int(np.searchsorted(c[:, 0], start, side="right")) for s, c in candles.items()}
-        self.absent = {name: "no history given to this backtest" for name in schemas.FEEDS}
 
     def count(self):
         return len(self.timeline) - 1 - self.i
@@ -55,7 +54,7 @@ class BacktestSource:
         return schemas.bar(self.data[symbol][self.end[symbol] - 1])
 
     async def feeds(self, now):
-        out = {name: schemas.feed(error=why) for name, why in self.absent.items()}
+        out = {name: schemas.feed(error="no history in this backtest") for name in schemas.FEEDS}
         if self.funding:
             out["funding"] = schemas.feed(self._funding(now), now)
         return out

@@ -34,7 +34,7 @@ class Orchestrator:
         self.cycle_n = db.last_cycle()
         self.halt = db.get("halt")  # persisted: a restarted process stays halted until resume
         # Written only through this object, so memory mirrors the database and the cycle never re-reads them.
-        self.paused_names = set(db.get("paused") or [])
+        self.paused_names = sorted(db.get("paused") or [])  # replaced, never changed in place
         self.veto = db.get("veto")
         self.day_start = db.get("day_start")
         self.stopping = False
@@ -99,8 +99,8 @@ class Orchestrator:
     def set_paused(self, name, on):
         if name not in self.strategies:
             raise KeyError(name)
-        paused = self.paused_names | {name} if on else self.paused_names - {name}
-        self.db.put("paused", sorted(paused))
+        paused = sorted(set(self.paused_names) | {name} if on else set(self.paused_names) - {name})
+        self.db.put("paused", paused)
         self.paused_names = paused
 
     def alert(self, kind, text):
@@ -192,7 +192,7 @@ class Orchestrator:
         inputs = {"n": n, "now": now, "candles": candles, "trend": self.trend.update(candles), "feeds": feeds,
                   "positions": list(self.positions.values()), "equity": self.equity(),
                   "day_start_equity": self._day_start(now), "prices": prices, "veto": self.veto,
-                  "paused": sorted(self.paused())}
+                  "paused": self.paused_names}
         for hook in self.on_inputs:
             hook(inputs)
         verdicts = decide(self.cfg, self.strategies, inputs, rec, self._step,
