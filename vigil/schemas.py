@@ -137,8 +137,12 @@ def feed(data=None, ts=None, error=None):
 
 
 def bar(row):
-    """A Bar dict (what the fill model and marking read) from one candle row: ts, open, high, low, close, volume."""
-    return {"ts": int(row[0]), "open": row[1], "high": row[2], "low": row[3], "close": row[4], "volume": row[5]}
+    """A Bar dict (what the fill model and marking read) from one candle row: ts, open, high, low, close, volume.
+
+    Plain floats, not numpy scalars: every price, mark and PnL downstream is computed from these.
+    """
+    ts, o, h, l, c, v = row[:6].tolist()
+    return {"ts": int(ts), "open": o, "high": h, "low": l, "close": c, "volume": v}
 
 
 class SchemaError(ValueError):
