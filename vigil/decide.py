@@ -13,8 +13,8 @@ def _noop(*_):
 def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
     """Fills rec (states, strategies, veto, verdicts) and returns [(Verdict, ApprovedTrade or None)].
 
-    inputs: n, now, candles (Feed), trend {symbol: Trend}, feeds {name: Feed}, positions, equity, day_start_equity, prices
-    {(venue, symbol): price}, veto (the one still active, or None), paused [strategy names].
+    inputs: n, now, candles (Feed), trend {symbol: Trend}, feeds {name: Feed}, positions, equity,
+    day_start_equity, prices {(venue, symbol): price}, veto (the one still active, or None), paused [names].
     step(name) is called before each step (the kill switch raises there); save(kind, items) persists
     proposals and verdicts before the next step reads them. Replay calls it with the recorded inputs.
     """

@@ -24,7 +24,7 @@ def classify(candles, trend, params):
 
 
 def classify_all(candles_feed, trend, symbols, venue, params):
-    """Classifies every symbol from the venue's candles and Trend figures; a broken candle feed makes every state unknown."""
+    """Classifies every symbol of the venue; a broken candle feed makes every state unknown."""
     if not candles_feed["ok"]:
         why = f"candles feed: {candles_feed['error']}"
         return {s: {"state": "unknown", "figures": {}, "reason": why} for s in symbols}
