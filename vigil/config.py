@@ -104,7 +104,7 @@ TABLE = {
         "maker_fee": (float, 0.0002, -0.001, 0.01, "maker fee rate"),
         "taker_fee": (float, 0.0005, 0.0, 0.01, "taker fee rate"),
         "slippage_bps": (float, 1.0, 0.0, 1000.0, "base slippage in basis points"),
-        "impact": (float, 0.003, 0.0, 1.0, "extra slippage x square root of the bar volume share taken"),
+        "impact": (float, 0.003, 0.0, 0.1, "extra slippage x square root of the bar volume share taken"),
         "max_participation": (float, 0.1, 0.001, 1.0, "share of bar volume one order can take"),
     },
 }
