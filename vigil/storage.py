@@ -225,5 +225,5 @@ class Storage:
         self.conn.close()
 
 
-# One encoder for every row: json.dumps with options builds a new one per call.
-dump = json.JSONEncoder(separators=(",", ":"), default=float).encode
+# One encoder for every row (json.dumps with options builds a new one per call); rows are trees, never cyclic.
+dump = json.JSONEncoder(separators=(",", ":"), default=float, check_circular=False).encode
