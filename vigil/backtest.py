@@ -52,7 +52,7 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     source = recorded or BacktestSource(cfg, data, rates)
     orch = Orchestrator(cfg, db, source, SimBroker(source, cfg["fills"]), console=lambda line: None)
     total, started = source.count(), time.time()
-    exposure = [0.0, 0.0, 0]  # sum and max of gross exposure / equity, cycles with any
+    exposure = {"sum": 0.0, "max": 0.0, "in": 0}  # of gross exposure / equity; "in": cycles with any
     curve_file = open(equity_csv, "w", newline="") if equity_csv else None
     curve = csv.writer(curve_file) if curve_file else None
     if curve:
@@ -66,9 +66,9 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
             curve.writerow((rec["started_at"], rec["equity"], gross))
         if gross > 0 and rec["equity"] > 0:
             share = gross / rec["equity"]
-            exposure[0] += share
-            exposure[1] = max(exposure[1], share)
-            exposure[2] += 1
+            exposure["sum"] += share
+            exposure["max"] = max(exposure["max"], share)
+            exposure["in"] += 1
         if rec["n"] % 2000 and rec["n"] != total:
             return
         flush()
@@ -93,8 +93,8 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
         "to": max((int(c[-1, 0]) for c in data.values()), default=None),
         "gaps": {s: [{"from": ts, "bars": n} for ts, n in g] for s, g in found_gaps.items()},
         "fees_paid": sum(p["fees"] for p in closed), "funding": sum(p["funding"] for p in closed),
-        "exposure": {"mean": exposure[0] / max(total, 1), "max": exposure[1],
-                     "time_in_market": exposure[2] / max(total, 1)},
+        "exposure": {"mean": exposure["sum"] / max(total, 1), "max": exposure["max"],
+                     "time_in_market": exposure["in"] / max(total, 1)},
         "seconds": round(time.time() - started, 3),
         "funding_history": sorted(rates) or "none: funding strategies stay idle",
     }

@@ -35,7 +35,7 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
             rec["strategies"][name] = "paused"
             continue
         ctx = dict(shared, name=name, params=cfg[name],
-                   positions=[p for p in inputs["positions"] if p["strategy"] == name] if inputs["positions"] else [])
+                   positions=[p for p in inputs["positions"] if p["strategy"] == name])
         try:
             out = module.propose(ctx)
             kind = _kind(out)

@@ -5,7 +5,7 @@ def classify(candles, trend, params):
     """candles: ndarray (n, 6) ts, open, high, low, close, volume; trend: its running figures -> SymbolState."""
     need = max(2 * params["adx_period"] + 10, params["vol_long"] + 2, params["vol_short"] + 2)
     have = min(0 if candles is None else len(candles), trend["bars"] if trend else 0)
-    if have < need or trend["adx"] is None or trend["vol_long"] is None:
+    if have < need:  # need covers ADX (2n - 1 bars) and both volatility windows
         return {"state": "unknown", "figures": {"bars": have}, "reason": f"only {have} candles, {need} needed"}
     adx, atr_pct = trend["adx"], trend["atr"] / float(candles[-1, 4]) * 100
     vol_ratio = trend["vol_short"] / trend["vol_long"] if trend["vol_long"] > 0 else 1.0

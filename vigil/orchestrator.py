@@ -99,7 +99,7 @@ class Orchestrator:
     def set_paused(self, name, on):
         if name not in self.strategies:
             raise KeyError(name)
-        paused = sorted(set(self.paused_names) | {name} if on else set(self.paused_names) - {name})
+        paused = sorted(self.paused() | {name} if on else self.paused() - {name})
         self.db.put("paused", paused)
         self.paused_names = paused
 

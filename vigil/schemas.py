@@ -168,11 +168,14 @@ def problem(name, d):
     return None
 
 
+def _tuple(types):
+    return types if isinstance(types, tuple) else (types,)
+
+
 _MISSING = object()
 # Each schema as (key, types, check, bool allowed) rows: validation runs several times every cycle.
-_CHECKS = {name: [(key, types if isinstance(types, tuple) else (types,), check,
-                   bool in (types if isinstance(types, tuple) else (types,)))
-                  for key, (types, check) in schema.items()] for name, schema in SCHEMAS.items()}
+_CHECKS = {name: [(key, _tuple(types), check, bool in _tuple(types)) for key, (types, check) in schema.items()]
+           for name, schema in SCHEMAS.items()}
 
 
 def validate(name, d):
