@@ -6,7 +6,7 @@ import sys
 import types
 from pathlib import Path
 
-from vigil import cli, config, risk
+from vigil import cli, config, risk, schemas
 from vigil.storage import Storage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +49,8 @@ def test_every_step_is_recorded(tmp_path):
     assert last["n"] == 1500 and set(last["states"]) == {"BTC/USDT", "ETH/USDT", "SOL/USDT"}
     states = {s for n in range(1, 1501, 7) for s in orch.db.cycle(n)["states"].values()}
     assert {"trending", "ranging", "volatile"} <= states
+    records = [json.loads(body) for body, in orch.db.conn.execute("SELECT body FROM cycles")]
+    assert [schemas.problem("CycleRecord", r) for r in records] == [None] * 1500
 
 
 def test_raising_strategy_does_not_stop_the_others(tmp_path, monkeypatch):

@@ -16,9 +16,9 @@ def cfg_for(tmp_path, text=""):
 def run(market, n, each=None):
     async def go():
         for _ in range(n):
-            await market.tick()
+            now = await market.tick()
             if each:
-                each(market, await market.feeds(market.now()))
+                each(market, await market.feeds(now))
     asyncio.run(go())
 
 
@@ -35,15 +35,15 @@ def test_same_seed_same_market_other_seed_differs(tmp_path):
 def test_bars_are_well_formed_and_advance_one_per_tick(tmp_path):
     cfg = cfg_for(tmp_path)
     m = SimMarket(cfg)
-    t0 = m.now()
+    t0 = m.candles()["ts"]
     run(m, 1500)
-    assert m.now() - t0 == 1500 * 60_000
+    assert m.candles()["ts"] - t0 == 1500 * 60_000
     for venue in ("binance", "bybit"):
         c = m.candles()["data"][venue]["SOL/USDT"]
         assert len(c) == cfg["market"]["history"]
         assert (c[:, 2] >= c[:, [1, 4]].max(axis=1)).all() and (c[:, 3] <= c[:, [1, 4]].min(axis=1)).all()
         assert (c[:, 5] > 0).all() and (c[1:, 0] - c[:-1, 0] == 60_000).all()
-    assert m.bar("binance", "SOL/USDT")["ts"] == m.now() - 60_000
+    assert m.bar("binance", "SOL/USDT")["ts"] == m.candles()["ts"] - 60_000
 
 
 def test_all_regimes_funding_divergence_whales_and_extremes(tmp_path):

@@ -60,12 +60,14 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
 
     def sample(rec):
         """Streams the equity curve to its file and keeps only running exposure figures in memory."""
-        gross = sum(leg["qty"] * leg["mark"] for p in orch.positions.values() for leg in p["legs"]) \
-            if orch.positions else 0.0
+        equity, gross = rec["equity"], 0.0
+        for p in orch.positions.values():
+            for leg in p["legs"]:
+                gross += leg["qty"] * leg["mark"]
         if curve:
-            curve.writerow((rec["started_at"], rec["equity"], gross))
-        if gross > 0 and rec["equity"] > 0:
-            share = gross / rec["equity"]
+            curve.writerow((rec["started_at"], equity, gross))
+        if gross > 0 < equity:
+            share = gross / equity
             exposure["sum"] += share
             exposure["max"] = max(exposure["max"], share)
             exposure["in"] += 1

@@ -21,6 +21,7 @@ class BacktestSource:
         self.i = min(self.history, len(self.timeline)) - 1  # the first history bars only warm up
         start = self.timeline[self.i] if len(self.timeline) else -1
         self.end = {s: int(np.searchsorted(c[:, 0], start, side="right")) for s, c in candles.items()}
+        self.now = int(start) + self.bar_ms  # close time of the latest bar served
 
     def count(self):
         return len(self.timeline) - 1 - self.i
@@ -38,15 +39,13 @@ class BacktestSource:
             e = self.end[s]
             if e < len(c) and c[e, 0] <= t:  # the timeline holds every bar, so a symbol moves one bar at most
                 self.end[s] = e + 1
-        return int(t) + self.bar_ms
-
-    def now(self):
-        return int(self.timeline[self.i]) + self.bar_ms
+        self.now = int(t) + self.bar_ms
+        return self.now
 
     def candles(self):
-        data = {self.venue: {s: c[max(0, e - self.history):e] for s, c in self.data.items()
-                             for e in (self.end[s],)}}
-        return schemas.feed(data, self.now())
+        end, history = self.end, self.history
+        data = {s: c[max(0, end[s] - history):end[s]] for s, c in self.data.items()}
+        return schemas.feed({self.venue: data}, self.now)
 
     def bar(self, venue, symbol):
         if venue != self.venue or symbol not in self.data or not self.end[symbol]:

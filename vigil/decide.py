@@ -30,29 +30,29 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
     proposals, veto = [], None
     shared = {"cycle": n, "now": now, "symbols": market["symbols"], "venues": market["venues"],
               "trade_venue": market["trade_venue"], "market_state": states, "snapshot": snapshot}
+    paused, positions, said = inputs["paused"], inputs["positions"], rec["strategies"]
     for name, module in strategies.items():
-        if name in inputs["paused"]:
-            rec["strategies"][name] = "paused"
+        if name in paused:
+            said[name] = "paused"
             continue
-        ctx = dict(shared, name=name, params=cfg[name],
-                   positions=[p for p in inputs["positions"] if p["strategy"] == name])
+        ctx = dict(shared, name=name, params=cfg[name], positions=[p for p in positions if p["strategy"] == name])
         try:
             out = module.propose(ctx)
-            kind = _kind(out)
-            if out is not None:
-                schemas.validate(kind, out)
+            kind = _checked(out)
         except Exception as e:  # one strategy failing must not stop the others
             log.exception("strategy %s failed", name)
-            rec["strategies"][name] = f"error: {type(e).__name__}: {e}"
+            said[name] = f"error: {type(e).__name__}: {e}"
             continue
-        if out is None or kind == "Idle":
-            rec["strategies"][name] = out["reason"] if out else "no signal"
+        if kind is None:
+            said[name] = "no signal"
+        elif kind == "Idle":
+            said[name] = out["reason"]
         elif kind == "Veto":
             veto = out
-            rec["strategies"][name] = f"veto: {out['reason']}"
+            said[name] = f"veto: {out['reason']}"
         else:
             proposals.append(out)
-            rec["strategies"][name] = f"{out['intent']} {out['side']} {out['symbol']}: {out['reason']}"
+            said[name] = f"{out['intent']} {out['side']} {out['symbol']}: {out['reason']}"
     save("proposals", proposals)
 
     step("veto")
@@ -78,9 +78,10 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
     return verdicts
 
 
-def _kind(out):
+def _checked(out):
+    """The schema of a strategy's answer, after checking the answer against it; None for no answer."""
     if out is None:
         return None
-    if "kind" in out:
-        return "TradeProposal"
-    return "Veto" if "until" in out else "Idle"
+    kind = "TradeProposal" if "kind" in out else "Veto" if "until" in out else "Idle"
+    schemas.validate(kind, out)
+    return kind

@@ -9,7 +9,7 @@ def classify(candles, trend, params):
         return {"state": "unknown", "figures": {"bars": have}, "reason": f"only {have} candles, {need} needed"}
     adx, atr_pct = trend["adx"], trend["atr"] / float(candles[-1, 4]) * 100
     vol_ratio = trend["vol_short"] / trend["vol_long"] if trend["vol_long"] > 0 else 1.0
-    figures = {"adx": round(adx, 2), "atr_pct": round(atr_pct, 4), "vol_ratio": round(vol_ratio, 3)}
+    figures = {"adx": adx, "atr_pct": atr_pct, "vol_ratio": vol_ratio}
     if vol_ratio >= params["vol_ratio_volatile"] or atr_pct >= params["atr_pct_volatile"]:
         state = "volatile"
         reason = (f"short-term volatility {vol_ratio:.2f}x the longer norm (limit "

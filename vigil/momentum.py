@@ -26,18 +26,14 @@ def propose(ctx):
 def _breakout(symbol, c, params):
     n = params["range_bars"]
     box = c[-n - 1:-1]
-    high, low = float(box[:, 2].max()), float(box[:, 3].min())
-    close, volume = float(c[-1, 4]), float(c[-1, 5])
+    high, low, close = float(box[:, 2].max()), float(box[:, 3].min()), float(c[-1, 4])
+    if low <= close <= high:  # still inside the range: most bars end here
+        return None
     height = (high - low) / close * 100
-    vol_ratio = volume / float(box[:, 5].mean())
+    vol_ratio = float(c[-1, 5]) / float(box[:, 5].mean())
     if height > params["max_range_pct"] or vol_ratio < params["volume_factor"]:
         return None
-    if close > high:
-        side, edge = "buy", high
-    elif close < low:
-        side, edge = "sell", low
-    else:
-        return None
+    side, edge = ("buy", high) if close > high else ("sell", low)
     atr = indicators.atr(c, params["atr_period"])
     sign = 1 if side == "buy" else -1
     stop = (low if side == "buy" else high) - sign * params["stop_atr"] * atr

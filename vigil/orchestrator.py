@@ -163,7 +163,7 @@ class Orchestrator:
         rec["halted"] = self.is_halted()
         rec["equity"] = self.equity()
         rec["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        self.db.add_cycle(schemas.validate("CycleRecord", rec))
+        self.db.add_cycle(rec)  # its schema is checked by the tests, not every cycle
         self.cycle_n, self.last, self.in_flight = n, rec, "idle"
         if self.reconciler and n % self.cfg["live"]["reconcile_every"] == 0:
             await self.reconcile()
@@ -178,7 +178,7 @@ class Orchestrator:
         return rec
 
     def _step(self, name):
-        if self.is_halted():
+        if self.halt is not None:
             raise Halted(f"halted before {name}")
         self.in_flight = name
 
@@ -187,7 +187,7 @@ class Orchestrator:
         candles = self.source.candles()
         self._step("feeds")
         feeds = await self._feeds(now)
-        rec["feeds"] = {k: (None if f["ok"] else f["error"]) for k, f in {"candles": candles, **feeds}.items()}
+        rec["feeds"] = {"candles": candles["error"], **{k: f["error"] for k, f in feeds.items()}}  # None: ok
         prices = self._prices()
         inputs = {"n": n, "now": now, "candles": candles, "trend": self.trend.update(candles), "feeds": feeds,
                   "positions": list(self.positions.values()), "equity": self.equity(),
@@ -292,10 +292,10 @@ class Orchestrator:
             self.positions[position["id"]] = position
 
     def _prices(self):
-        prices = {}
-        for venue in self.cfg["market"]["venues"]:
-            for symbol in self.cfg["market"]["symbols"]:
-                bar = self.source.bar(venue, symbol)
+        prices, market, bar_of = {}, self.cfg["market"], self.source.bar
+        for venue in market["venues"]:
+            for symbol in market["symbols"]:
+                bar = bar_of(venue, symbol)
                 if bar:
                     prices[(venue, symbol)] = bar["close"]
         return prices

@@ -60,9 +60,6 @@ class SimMarket:
     async def close(self):
         pass
 
-    def now(self):
-        return self.ts  # close time of the latest bar
-
     async def tick(self):
         self._bar()
         return self.ts

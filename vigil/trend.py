@@ -4,6 +4,7 @@ import math
 
 RESUM_EVERY = 1000  # bars between exact re-sums of the volatility windows
 
+
 class Trend:
     """Per symbol of one venue: +DM, -DM and true range smoothed since the first bar seen, the ADX of their DX,
     and the sample deviation of the last vol_short and vol_long one-bar log returns.
@@ -14,7 +15,7 @@ class Trend:
 
     def __init__(self, venue, params):
         self.venue = venue
-        self.n, self.short, self.long = params["adx_period"], params["vol_short"], params["vol_long"]
+        self.params = params["adx_period"], params["vol_short"], params["vol_long"]
         self.state = {}
 
     def update(self, candles_feed):
@@ -24,70 +25,91 @@ class Trend:
         out = {}
         for symbol, c in (candles_feed["data"] or {}).get(self.venue, {}).items():
             s, k = self.state.get(symbol), len(c)
-            if s is not None and s["bars"]:
-                while k and c[k - 1, 0] > s["ts"]:
+            if s is not None and s.bars:
+                while k and c[k - 1, 0] > s.ts:
                     k -= 1
-            if s is None or not k or c[k - 1, 0] != s["ts"]:  # the bar counted last is not in this window
-                s, k = {"ts": None, "prev": None, "bars": 0, "dx_n": 0, "plus": 0.0, "minus": 0.0, "tr": 0.0,
-                        "adx": 0.0, "returns": collections.deque(maxlen=self.long + 1), "sums": [0.0] * 4}, 0
+            if s is None or not k or c[k - 1, 0] != s.ts:  # the bar counted last is not in this window
+                s, k = _Running(*self.params), 0
                 self.state[symbol] = s
-            for row in c[k:, :5].tolist():
-                self._step(s, row)
-            out[symbol] = {"adx": s["adx"] if s["dx_n"] >= self.n else None,
-                           "atr": s["tr"] if s["bars"] >= self.n else None,
-                           "vol_short": self._vol(s, 0, self.short), "vol_long": self._vol(s, 2, self.long),
-                           "bars": s["bars"]}
+            for ts, _, high, low, close in c[k:, :5].tolist():
+                s.step(ts, high, low, close)
+            out[symbol] = s.figures()
         return out
 
-    def _step(self, s, row):
-        ts, _, high, low, close = row
+
+class _Running:
+    """One symbol's smoothed sums and its window of returns."""
+    __slots__ = ("n", "short", "long", "ts", "prev", "bars", "dx_n", "plus", "minus", "tr", "adx", "returns",
+                 "sum_short", "sq_short", "sum_long", "sq_long")
+
+    def __init__(self, n, short, long):
+        self.n, self.short, self.long = n, short, long
+        self.ts = self.prev = None
+        self.bars = self.dx_n = 0
+        self.plus = self.minus = self.tr = self.adx = 0.0
+        self.returns = collections.deque(maxlen=long + 1)
+        self.sum_short = self.sq_short = self.sum_long = self.sq_long = 0.0
+
+    def step(self, ts, high, low, close):
         n = self.n
-        if s["prev"] is None:
+        if self.prev is None:
             plus = minus = 0.0
             tr = high - low
         else:
-            p_high, p_low, p_close = s["prev"]
+            p_high, p_low, p_close = self.prev
             up, down = high - p_high, p_low - low
             plus = up if up > down and up > 0 else 0.0
             minus = down if down > up and down > 0 else 0.0
             tr = max(high, p_close) - min(low, p_close)
-            self._add_return(s, math.log(close / p_close) if close > 0 and p_close > 0 else 0.0)
-        s["ts"], s["prev"] = ts, (high, low, close)
-        s["bars"] += 1
-        if s["bars"] <= n:  # the seed: the mean of the first n values
-            s["plus"] += plus / n
-            s["minus"] += minus / n
-            s["tr"] += tr / n
-            if s["bars"] < n:
+            self._add_return(math.log(close / p_close) if close > 0 and p_close > 0 else 0.0)
+        self.ts, self.prev = ts, (high, low, close)
+        self.bars += 1
+        if self.bars <= n:  # the seed: the mean of the first n values
+            self.plus += plus / n
+            self.minus += minus / n
+            self.tr += tr / n
+            if self.bars < n:
                 return
         else:
-            s["plus"] += (plus - s["plus"]) / n
-            s["minus"] += (minus - s["minus"]) / n
-            s["tr"] += (tr - s["tr"]) / n
-        total = s["plus"] + s["minus"]
-        dx = 100 * abs(s["plus"] - s["minus"]) / total if total > 0 else 0.0  # flat: no direction
-        s["dx_n"] += 1
-        s["adx"] += dx / n if s["dx_n"] <= n else (dx - s["adx"]) / n
+            self.plus += (plus - self.plus) / n
+            self.minus += (minus - self.minus) / n
+            self.tr += (tr - self.tr) / n
+        total = self.plus + self.minus
+        dx = 100 * abs(self.plus - self.minus) / total if total > 0 else 0.0  # flat: no direction
+        self.dx_n += 1
+        self.adx += dx / n if self.dx_n <= n else (dx - self.adx) / n
 
-    def _add_return(self, s, r):
+    def _add_return(self, r):
         """Running sum and sum of squares over both windows; re-summed exactly now and then so no drift builds up."""
-        returns, sums = s["returns"], s["sums"]
+        returns, short, long = self.returns, self.short, self.long
         returns.append(r)
-        if s["bars"] % RESUM_EVERY == 0:
-            for i, width in ((0, self.short), (2, self.long)):
-                tail = list(returns)[-width:]
-                sums[i], sums[i + 1] = math.fsum(tail), math.fsum(x * x for x in tail)
+        if self.bars % RESUM_EVERY == 0:
+            tail = list(returns)
+            self.sum_short, self.sq_short = math.fsum(tail[-short:]), math.fsum(x * x for x in tail[-short:])
+            self.sum_long, self.sq_long = math.fsum(tail[-long:]), math.fsum(x * x for x in tail[-long:])
             return
-        for i, width in ((0, self.short), (2, self.long)):
-            sums[i] += r
-            sums[i + 1] += r * r
-            if len(returns) > width:
-                old = returns[-width - 1]
-                sums[i] -= old
-                sums[i + 1] -= old * old
+        self.sum_short += r
+        self.sq_short += r * r
+        self.sum_long += r
+        self.sq_long += r * r
+        if len(returns) > short:
+            old = returns[-short - 1]
+            self.sum_short -= old
+            self.sq_short -= old * old
+        if len(returns) > long:
+            old = returns[0]
+            self.sum_long -= old
+            self.sq_long -= old * old
 
-    def _vol(self, s, i, width):
-        if len(s["returns"]) < width:
-            return None
-        total, squares = s["sums"][i], s["sums"][i + 1]
-        return math.sqrt(max(0.0, squares - total * total / width) / (width - 1))
+    def figures(self):
+        n = self.n
+        return {"adx": self.adx if self.dx_n >= n else None, "atr": self.tr if self.bars >= n else None,
+                "vol_short": _deviation(self.sum_short, self.sq_short, self.short, len(self.returns)),
+                "vol_long": _deviation(self.sum_long, self.sq_long, self.long, len(self.returns)),
+                "bars": self.bars}
+
+
+def _deviation(total, squares, width, have):
+    if have < width:
+        return None
+    return math.sqrt(max(0.0, squares - total * total / width) / (width - 1))
