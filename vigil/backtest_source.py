@@ -6,6 +6,8 @@ import numpy as np
 from vigil import schemas
 from vigil.config import TIMEFRAME_MS
 
+ABSENT = schemas.feed(error="no history in this backtest")  # copied per cycle: the orchestrator stamps its own
+
 
 class BacktestSource:
     """Candles for the trade venue from files; funding from history files if given; other feeds absent."""
@@ -53,7 +55,7 @@ class BacktestSource:
         return schemas.bar(self.data[symbol][self.end[symbol] - 1])
 
     async def feeds(self, now):
-        out = {name: schemas.feed(error="no history in this backtest") for name in schemas.FEEDS}
+        out = {name: dict(ABSENT) for name in schemas.FEEDS}
         if self.funding:
             out["funding"] = schemas.feed(self._funding(now), now)
         return out

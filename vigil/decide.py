@@ -69,6 +69,8 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
         save("verdicts", vetoed)
 
     step("risk")
+    if not proposals:
+        return []
     verdicts = risk.evaluate(proposals, {
         "now": now, "equity": inputs["equity"], "day_start_equity": inputs["day_start_equity"],
         "positions": inputs["positions"], "prices": inputs["prices"]}, cfg["risk"])

@@ -29,17 +29,17 @@ def propose(ctx):
                             max_hold_s=params["max_hold_s"])
 
 def _overextended(symbol, c, params):
-    close = c[:, 4]
-    window = close[-params["ma_bars"]:]
+    window = c[-params["ma_bars"]:, 4]
     ma = float(window.sum()) / len(window)
     dev = window - ma
     sd = (float(dev @ dev) / len(window)) ** 0.5  # population deviation, as Bollinger bands use
     if sd <= 0:
         return None
-    z = (float(close[-1]) - ma) / sd
+    entry = float(window[-1])
+    z = (entry - ma) / sd
     if abs(z) < params["entry_z"]:
         return None
-    rsi = indicators.rsi(close[-(params["rsi_period"] * 4):], params["rsi_period"])
+    rsi = indicators.rsi(c[-(params["rsi_period"] * 4):, 4], params["rsi_period"])
     low_rsi, high_rsi = params["rsi_extreme"], 100 - params["rsi_extreme"]
     if z <= -params["entry_z"] and rsi <= low_rsi:
         side = "buy"
@@ -48,7 +48,6 @@ def _overextended(symbol, c, params):
     else:
         return None
     atr = indicators.atr(c, params["atr_period"])
-    entry = float(close[-1])
     stop = entry - params["stop_atr"] * atr if side == "buy" else entry + params["stop_atr"] * atr
     reason = (f"{symbol} at {entry:,.2f} is {abs(z):.1f} standard deviations {'below' if z < 0 else 'above'} "
               f"its {params['ma_bars']}-bar average {ma:,.2f} with RSI {rsi:.0f} in a ranging market")

@@ -250,14 +250,15 @@ class Orchestrator:
     async def _feeds(self, now):
         """The source's feeds, aged; a source that does I/O bounds each request itself ([feeds] timeout)."""
         feeds = await self.source.feeds(now)
-        for name in schemas.FEEDS:
-            if name not in feeds:
-                feeds[name] = schemas.feed(error="this source has no such feed")
         stale = self.cfg["market"]["stale_after"]
-        for name, feed in feeds.items():
-            feed["age_s"] = None if feed["ts"] is None else (now - feed["ts"]) / 1000
-            if feed["ok"] and feed["age_s"] is not None and feed["age_s"] > stale:
-                feed.update(ok=False, error=f"stale: {feed['age_s']:.0f}s old")
+        for name in schemas.FEEDS:
+            feed = feeds.get(name)
+            if feed is None:
+                feeds[name] = schemas.feed(error="this source has no such feed")
+            elif feed["ts"] is not None:
+                feed["age_s"] = (now - feed["ts"]) / 1000
+                if feed["ok"] and feed["age_s"] > stale:
+                    feed.update(ok=False, error=f"stale: {feed['age_s']:.0f}s old")
         return feeds
 
     def _save(self, n, kind, items):
