@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,10 @@ def test_backup_command(tmp_path):
 def test_retention_bounds_the_decision_rows(tmp_path):
     # One-minute bars: with 1 day kept, 3000 cycles (about 2 days) keep at most 1440 + 500 cycle rows.
     orch = cli.build(config.load(make(tmp_path, "retention_days = 1\n")))
+    orch.db.add_alert(int(time.time() * 1000) - 2 * 86_400_000, "test", "two days old")  # alerts: wall clock
     asyncio.run(orch.run(cycles=3000, interval=0))
+    texts = [row[0] for row in orch.db.conn.execute("SELECT text FROM alerts")]
+    assert "two days old" not in texts and any(t.startswith("opened") for t in texts)
     counts = orch.db.counts()
     assert counts["cycles"] <= 1440 + 500
     assert counts["orders"] > 0 and len(orch.db.positions()) > 0  # orders and positions are never pruned

@@ -134,6 +134,12 @@ def test_cli_run_and_report_json(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     data = json.loads(rep.stdout)
     assert data["cycles"] == 300 and "strategies" in data and data["definitions"]
+    # A reader that leaves early (`report | head`) ends the command quietly, without a traceback.
+    gone = subprocess.Popen([sys.executable, "run.py", "--config", str(cfg), "report"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    gone.stdout.close()
+    assert gone.wait(timeout=60) == 1 and gone.stderr.read() == b""
+    gone.stderr.close()
 
 
 def test_a_crash_between_write_ahead_and_send_is_resolved_on_restart(tmp_path):

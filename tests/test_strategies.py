@@ -95,6 +95,9 @@ def test_mean_reversion_closes_when_the_range_ends():
     assert p["intent"] == "close" and p["position_id"] == "p1" and p["legs"][0]["side"] == "sell"
     # Trending right after the fade is the overextension itself: held, with the stop as the guard.
     assert "kind" not in run("mean_reversion", state="trending", positions=[pos])
+    # Still ranging and stretched again: no second position on the symbol, and the reason says why.
+    held = run("mean_reversion", state="ranging", c=stretched(96.0), positions=[pos])
+    assert held == {"strategy": "mean_reversion", "reason": "already holds BTC/USDT"}
 
 
 # --- funding arbitrage ------------------------------------------------------------------------

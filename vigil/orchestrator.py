@@ -168,9 +168,9 @@ class Orchestrator:
         if self.reconciler and n % self.cfg["live"]["reconcile_every"] == 0:
             await self.reconcile()
         if n % PRUNE_EVERY == 0:
-            market = self.cfg["market"]
-            self.db.prune(now - self.cfg["vigil"]["retention_days"] * 86_400_000,
-                          market["history"] * TIMEFRAME_MS[market["timeframe"]])
+            market, keep = self.cfg["market"], self.cfg["vigil"]["retention_days"] * 86_400_000
+            self.db.prune(now - keep, market["history"] * TIMEFRAME_MS[market["timeframe"]],
+                          int(time.time() * 1000) - keep)
         if self.console:
             self.console(self._line(rec))
         for hook in self.on_cycle:

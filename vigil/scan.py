@@ -13,7 +13,10 @@ def strongest(ctx, state, min_bars, signal, no_signal):
     held = {p["symbol"] for p in ctx["positions"]}
     best, why = None, f"no {state} symbol"
     for symbol in ctx["symbols"]:
-        if ctx["market_state"][symbol]["state"] != state or symbol in held:
+        if ctx["market_state"][symbol]["state"] != state:
+            continue
+        if symbol in held:
+            why = f"already holds {symbol}"
             continue
         c = candles["data"].get(ctx["trade_venue"], {}).get(symbol)
         if c is None or len(c) < min_bars:

@@ -192,10 +192,11 @@ class Storage:
     def mark_alert_sent(self, alert_id):
         self._write("UPDATE alerts SET sent=1 WHERE id=?", (alert_id,))
 
-    def prune(self, before_ts, window_ms=0):
+    def prune(self, before_ts, window_ms, alerts_before):
         """Drops decision rows older than before_ts; orders, fills and positions are kept for ever.
 
-        Recorded candles go back window_ms further, so the oldest cycle kept can still be replayed.
+        Recorded candles go back window_ms further, so the oldest cycle kept can still be replayed. Alerts
+        carry wall-clock stamps (a sim or backtest runs on its own clock), so alerts_before is wall-clock too.
         """
         # Cycles run in time order: scanning from the oldest stops at the first one kept (no full scan).
         first_kept = self.conn.execute("SELECT n FROM cycles WHERE started_at >= ? ORDER BY n LIMIT 1",
@@ -207,7 +208,7 @@ class Storage:
                 self.conn.execute(f"DELETE FROM {table} WHERE {column} <= ?", (old,))
             self.conn.execute("DELETE FROM flight WHERE n <= ?", (old,))
             self.conn.execute("DELETE FROM flight_candles WHERE ts < ?", (before_ts - window_ms,))
-            self.conn.execute("DELETE FROM alerts WHERE ts < ?", (before_ts,))
+            self.conn.execute("DELETE FROM alerts WHERE ts < ?", (alerts_before,))
         return old
 
     def backup(self, path):
