@@ -3,6 +3,7 @@ import asyncio
 import logging
 import os
 import time
+import warnings
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
@@ -240,7 +241,9 @@ class Bot:
                     backoff = 1.0
                     continue
             except RetryAfter as e:
-                wait = e.retry_after
+                with warnings.catch_warnings():  # PTB 22 warns this becomes a timedelta: both are handled
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    wait = e.retry_after
                 await asyncio.sleep(wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait))
                 continue
             except NetworkError as e:  # includes timeouts and a Bot API that is down: keep the queue
