@@ -65,7 +65,11 @@ def test_backtest_gives_the_sim_loop_trades_on_the_same_candles(tmp_path):
     out = backtest.run(cfg, data, rates, str(tmp_path / "bt.db"), str(tmp_path / "eq.csv"), progress=None)
     assert trades(Storage(str(tmp_path / "bt.db"))) == sim_trades
     assert out["backtest"]["cycles"] == 2500 and out["strategies"]
-    assert (tmp_path / "eq.csv").read_text().startswith("time_ms,equity,gross_exposure\n")
+    curve = (tmp_path / "eq.csv").read_text().splitlines()
+    assert curve[0] == "time_ms,equity,gross_exposure" and len(curve) == 2501
+    last = curve[-1].split(",")
+    assert int(last[0]) == out["backtest"]["to"] + 60_000 and float(last[1]) == pytest.approx(out["equity"], abs=1e-6)
+    assert any(float(row.split(",")[2]) > 0 for row in curve[1:])  # exposure while positions were open
 
 
 def write(path, text):

@@ -1,6 +1,5 @@
 """Runs the live orchestrator over stored candles with a virtual clock and reports what it did."""
 import asyncio
-import csv
 import datetime
 import os
 import sys
@@ -53,10 +52,9 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     orch = Orchestrator(cfg, db, source, SimBroker(source, cfg["fills"]), console=lambda line: None)
     total, started = source.count(), time.time()
     exposure = {"sum": 0.0, "max": 0.0, "in": 0}  # of gross exposure / equity; "in": cycles with any
-    curve_file = open(equity_csv, "w", newline="") if equity_csv else None
-    curve = csv.writer(curve_file) if curve_file else None
+    curve = open(equity_csv, "w") if equity_csv else None
     if curve:
-        curve.writerow(["time_ms", "equity", "gross_exposure"])
+        curve.write("time_ms,equity,gross_exposure\n")
 
     def sample(rec):
         """Streams the equity curve to its file and keeps only running exposure figures in memory."""
@@ -64,8 +62,8 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
         for p in orch.positions.values():
             for leg in p["legs"]:
                 gross += leg["qty"] * leg["mark"]
-        if curve:
-            curve.writerow((rec["started_at"], equity, gross))
+        if curve:  # six decimals: a full float repr (csv.writer's) costs about 1 us a cycle
+            curve.write(f"{rec['started_at']},{equity:.6f},{gross:.6f}\n")
         if gross > 0 < equity:
             share = gross / equity
             exposure["sum"] += share
@@ -83,8 +81,8 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     orch.on_cycle.append(sample)
     with db.batch() as flush:  # commits every 2,000 cycles, not every cycle
         asyncio.run(orch.run(cycles=total, interval=0))
-    if curve_file:
-        curve_file.close()
+    if curve:
+        curve.close()
     if progress:
         progress.write("\n")
     out = report.build(db, cfg)
