@@ -153,13 +153,11 @@ def problem(name, d):
     """Returns the first mismatch of dict d against schema name, or None."""
     if not isinstance(d, dict):
         return f"expected a dict, got {type(d).__name__}"
-    for key, types, check, bool_ok in _CHECKS[name]:
+    for key, types, check, no_bool in _CHECKS[name]:
         v = d.get(key, _MISSING)
         if v is _MISSING:
             return f"{key}: missing"
-        if v.__class__ is bool and not bool_ok:  # bool is an int, but never a valid number here
-            return f"{key}: expected {_names(types)}, got bool"
-        if not isinstance(v, types):
+        if not isinstance(v, types) or no_bool and v.__class__ is bool:  # bool is an int, never a valid number
             return f"{key}: expected {_names(types)}, got {type(v).__name__}"
         if check is not None and v is not None:
             err = check(v)
@@ -173,9 +171,9 @@ def _tuple(types):
 
 
 _MISSING = object()
-# Each schema as (key, types, check, bool allowed) rows: validation runs several times every cycle.
-_CHECKS = {name: [(key, _tuple(types), check, bool in _tuple(types)) for key, (types, check) in schema.items()]
-           for name, schema in SCHEMAS.items()}
+# Each schema as (key, types, check, bool rejected) rows: validation runs several times every cycle.
+_CHECKS = {name: [(key, _tuple(types), check, int in _tuple(types) and bool not in _tuple(types))
+                  for key, (types, check) in schema.items()] for name, schema in SCHEMAS.items()}
 
 
 def validate(name, d):
