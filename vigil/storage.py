@@ -26,6 +26,11 @@ MIGRATIONS = [
     """,
     # Equity is a column of cycles: one write per cycle, not two.
     "DROP TABLE equity",
+    # Retention deletes proposals and verdicts by cycle: without these it scanned both tables every sweep.
+    """
+    CREATE INDEX proposals_cycle ON proposals (cycle);
+    CREATE INDEX verdicts_cycle ON verdicts (cycle);
+    """,
 ]
 
 
