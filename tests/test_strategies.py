@@ -72,6 +72,13 @@ def test_momentum_needs_volume_trend_and_a_break():
     assert run("momentum", c=breakout(last_close=97.0))["side"] == "sell"
 
 
+def test_an_unknown_market_state_is_named_with_its_reason():
+    for name in ("momentum", "mean_reversion"):
+        module, c = ctx(name, state="unknown")
+        c["market_state"]["BTC/USDT"]["reason"] = "only 12 candles, 27 needed"
+        assert module.propose(c)["reason"] == "BTC/USDT market state unknown: only 12 candles, 27 needed"
+
+
 # --- mean reversion ---------------------------------------------------------------------------
 def stretched(last):
     closes = list(100 + 0.3 * np.sin(np.arange(95) / 2)) + list(np.linspace(100, last, 6)[1:])

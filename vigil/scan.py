@@ -13,7 +13,10 @@ def strongest(ctx, state, min_bars, signal, no_signal):
     held = {p["symbol"] for p in ctx["positions"]}
     best, why = None, f"no {state} symbol"
     for symbol in ctx["symbols"]:
-        if ctx["market_state"][symbol]["state"] != state:
+        known = ctx["market_state"][symbol]
+        if known["state"] != state:
+            if known["state"] == "unknown":  # e.g. too little history: the one case where the reason matters
+                why = f"{symbol} market state unknown: {known['reason']}"
             continue
         if symbol in held:
             why = f"already holds {symbol}"
