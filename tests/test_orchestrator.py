@@ -68,6 +68,31 @@ def test_raising_strategy_does_not_stop_the_others(tmp_path, monkeypatch):
     assert orch.db.counts()["proposals"] > 0
 
 
+def test_a_failure_and_its_recovery_are_alerted_once_each(tmp_path, monkeypatch):
+    flaky = types.ModuleType("vigil.flaky")
+    flaky.PARAMS = {}
+
+    def propose(ctx):
+        if 5 <= ctx["cycle"] < 10:
+            raise RuntimeError("kaboom")
+        return {"strategy": ctx["name"], "reason": "fine"}
+    flaky.propose = propose
+    monkeypatch.setitem(sys.modules, "vigil.flaky", flaky)
+    orch = make(tmp_path, enabled="flaky, momentum")
+    feeds = orch.source.feeds
+
+    async def flaky_feeds(now):
+        out = await feeds(now)
+        if 7 <= orch.cycle_n + 1 < 12:
+            out["fear_greed"] = schemas.feed(error="HTTP 503")
+        return out
+    orch.source.feeds = flaky_feeds
+    run(orch, 20)
+    alerts = orch.db.conn.execute("SELECT text FROM alerts WHERE kind IN ('error', 'feed') ORDER BY id").fetchall()
+    assert [a for a, in alerts] == ["strategy flaky failed: RuntimeError: kaboom", "feed fear_greed down: HTTP 503",
+                                    "strategy flaky works again", "feed fear_greed back"]
+
+
 def test_kill_between_risk_and_execute_sends_nothing_and_persists(tmp_path, monkeypatch):
     orch = make(tmp_path)
     sent = []

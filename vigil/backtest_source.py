@@ -50,9 +50,8 @@ class BacktestSource:
         return schemas.feed({self.venue: data}, self.now)
 
     def bar(self, venue, symbol):
-        if venue != self.venue or symbol not in self.data or not self.end[symbol]:
-            return None
-        return schemas.bar(self.data[symbol][self.end[symbol] - 1])
+        end = self.end.get(symbol) if venue == self.venue else None
+        return schemas.bar(self.data[symbol][end - 1]) if end else None
 
     async def feeds(self, now):
         out = {name: dict(ABSENT) for name in schemas.FEEDS}

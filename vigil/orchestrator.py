@@ -47,6 +47,7 @@ class Orchestrator:
         self.trading = asyncio.Lock()  # execute+track and a flatten never interleave their orders
         self.feed_errors = set()
         self.failing = set()
+        self.answers = None  # the feeds' errors and strategies' answers last compared
 
     def _open_positions(self):
         return {p["id"]: p for p in self.db.positions() if p["status"] != "closed"}
@@ -204,6 +205,10 @@ class Orchestrator:
 
     def _alert_changes(self, rec):
         """Strategies failing and feeds going down are alerted when they start, and when they recover."""
+        answers = (rec["feeds"], rec["strategies"])
+        if answers == self.answers:  # word for word as last cycle: nothing started or recovered
+            return
+        self.answers = answers
         failing = {name for name, what in rec["strategies"].items() if what.startswith("error:")}
         down = {k for k, err in rec["feeds"].items() if err}
         if failing == self.failing and down == self.feed_errors:
@@ -302,8 +307,10 @@ class Orchestrator:
         return prices
 
     def equity(self):
-        held = sum(p["realized_pnl"] + p["unrealized_pnl"] for p in self.positions.values())
-        return self.cfg["vigil"]["starting_equity"] + self.closed_pnl + held
+        equity = self.cfg["vigil"]["starting_equity"] + self.closed_pnl
+        for p in self.positions.values():
+            equity += p["realized_pnl"] + p["unrealized_pnl"]
+        return equity
 
     def _day_start(self, now):
         day = now // 86_400_000
