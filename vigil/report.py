@@ -9,12 +9,11 @@ def build(db, cfg):
     capital = start / max(1, len(enabled))
     closed = db.closed_positions()
     last = db.cycle()
-    points = db.equity_points()
     return {
         "mode": cfg["vigil"]["mode"],
         "cycles": last["n"] if last else 0,
         "starting_equity": start,
-        "equity": points[-1][1] if points else start,
+        "equity": last["equity"] if last else start,
         "capital_per_strategy": capital,
         "open_positions": len(db.positions("open")),
         "records": db.counts(),

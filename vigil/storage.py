@@ -182,9 +182,6 @@ class Storage:
             rows = self._bodies("SELECT body FROM cycles WHERE n=?", (n,))
         return rows[0] if rows else None
 
-    def equity_points(self):
-        return self.conn.execute("SELECT started_at, equity FROM cycles ORDER BY n").fetchall()
-
     def last_cycle(self):
         return self.conn.execute("SELECT COALESCE(MAX(n), 0) FROM cycles").fetchone()[0]
 
