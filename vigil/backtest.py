@@ -64,7 +64,7 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
                 gross += leg["qty"] * leg["mark"]
         if curve:  # six decimals: a full float repr (csv.writer's) costs about 1 us a cycle
             curve.write(f"{rec['started_at']},{equity:.6f},{gross:.6f}\n")
-        if gross > 0 < equity:
+        if gross > 0 and equity > 0:
             share = gross / equity
             exposure["sum"] += share
             exposure["max"] = max(exposure["max"], share)

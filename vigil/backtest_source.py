@@ -6,7 +6,7 @@ import numpy as np
 from vigil import schemas
 from vigil.config import TIMEFRAME_MS
 
-ABSENT = schemas.feed(error="no history in this backtest")  # copied per cycle: the orchestrator stamps its own
+ABSENT = schemas.feed(error="no history in this backtest")  # copied: each cycle gets feed dicts of its own
 
 
 class BacktestSource:
