@@ -3,8 +3,8 @@ import collections
 
 
 from vigil import config, market_state
-from vigil.trend import Trend
 from vigil.simmarket import SimMarket
+from vigil.trend import Trend
 
 
 def cfg_for(tmp_path, text=""):

@@ -298,10 +298,10 @@ class Orchestrator:
             self.positions[position["id"]] = position
 
     def _prices(self):
-        prices, market, bar_of = {}, self.cfg["market"], self.source.bar
+        prices, market = {}, self.cfg["market"]
         for venue in market["venues"]:
             for symbol in market["symbols"]:
-                bar = bar_of(venue, symbol)
+                bar = self.source.bar(venue, symbol)
                 if bar:
                     prices[(venue, symbol)] = bar["close"]
         return prices

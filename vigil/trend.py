@@ -85,8 +85,8 @@ class _Running:
         returns.append(r)
         if self.bars % RESUM_EVERY == 0:
             tail = list(returns)
-            self.sum_short, self.sq_short = math.fsum(tail[-short:]), math.fsum(x * x for x in tail[-short:])
-            self.sum_long, self.sq_long = math.fsum(tail[-long:]), math.fsum(x * x for x in tail[-long:])
+            self.sum_short, self.sq_short = _sums(tail[-short:])
+            self.sum_long, self.sq_long = _sums(tail[-long:])
             return
         self.sum_short += r
         self.sq_short += r * r
@@ -107,6 +107,11 @@ class _Running:
                 "vol_short": _deviation(self.sum_short, self.sq_short, self.short, len(self.returns)),
                 "vol_long": _deviation(self.sum_long, self.sq_long, self.long, len(self.returns)),
                 "bars": self.bars}
+
+
+def _sums(values):
+    """The exact sum and sum of squares of values."""
+    return math.fsum(values), math.fsum(x * x for x in values)
 
 
 def _deviation(total, squares, width, have):
