@@ -2,6 +2,8 @@
 import asyncio
 import time
 
+from vigil import tracker
+
 RISK = {"risk_per_trade": 0.005, "max_position": 0.25, "max_symbol": 0.5, "max_gross": 2.0, "max_net": 1.0,
         "max_open_positions": 6, "daily_loss": 0.03, "min_notional": 10.0}
 FILLS = {"maker_fee": 0.0002, "taker_fee": 0.0005, "slippage_bps": 1.0, "impact": 0.003, "max_participation": 0.1}
@@ -22,8 +24,8 @@ def spread(symbol="BTC/USDT", entry=100.0, strategy="funding_arb", cycle=1):
     return proposal(symbol, "buy", entry, None, None, strategy, cycle, kind="spread", legs=legs)
 
 
-def fill(order_id, qty, price, fee=0.0, side="buy", venue="binance", symbol="BTC/USDT", ts=0):
-    return {"order_id": order_id, "venue": venue, "symbol": symbol, "side": side, "qty": qty, "price": price,
+def fill(order_id, qty, price, fee=0.0, side="buy", venue="binance", symbol="BTC/USDT", ts=0, trade_id=None):
+    return {"order_id": order_id, "trade_id": trade_id or order_id, "venue": venue, "symbol": symbol, "side": side, "qty": qty, "price": price,
             "fee": fee, "fee_ccy": "USDT", "fee_usdt": fee, "liquidity": "taker", "ts": ts}
 
 
@@ -34,3 +36,12 @@ async def until(predicate, timeout=10.0):
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(0.01)
+
+
+def opened(trade, fills_by_leg, now=0):
+    """A position booked from each leg's entry fills, as the executor books them."""
+    position = tracker.new_position(trade, now)
+    for i, fills in enumerate(fills_by_leg):
+        for f in fills:
+            position = tracker.book(position, {"leg": i, "reduce_only": False}, f)
+    return tracker.settle(position, [], now)

@@ -32,11 +32,11 @@ async def main(db_path, url, venue):
     ex = venues.client({f"venue.{venue}": {"rest_url": url, "ws_url": ""}}, venue, 1.0, throttled=False)
     ex.apiKey, ex.secret = "TESTKEY", "SECRETKEY123456"
     db = Storage(db_path, durable=True)
-    executor = Executor(db, LiveBroker({venue: ex}), lambda: False)
+    # a short window: an order the kill left unsent is proven absent within one patient lookup
+    executor = Executor(db, LiveBroker({venue: ex}, patience_s=2.0, window_s=0.5), lambda: False)
     try:
         for cycle, trade in intents(venue):
-            if db.position(trade["proposal"]["id"]) is None:
-                await executor.open(trade, cycle, NOW)
+            await executor.open(trade, cycle, NOW)  # the same intentions again: nothing sent twice
     finally:
         await ex.close()
     print("done", flush=True)

@@ -135,9 +135,9 @@ def test_second_leg_rejected_unwinds_the_first_and_records_both(tmp_path):
                 await ex.close()
         position = asyncio.run(go())
         assert position["status"] == "closed" and position["close_reason"] == "leg failed"
-        statuses = {o["id"][-2:]: o["status"] for o in db.orders()}
-        assert statuses == {"0o": "filled", "1o": "rejected", "0c": "filled"}  # opened, refused, unwound
-        assert fake.orders[next(i for i in fake.orders if i.endswith("0c"))]["side"] == "SELL"
+        statuses = {o["id"].split("-")[-1]: o["status"] for o in db.orders()}
+        assert statuses == {"0o": "filled", "1o": "rejected", "0c1": "filled"}  # opened, refused, unwound
+        assert fake.orders[next(i for i in fake.orders if i.endswith("0c1"))]["side"] == "SELL"
 
 
 def test_secrets_never_reach_logs_or_the_database(tmp_path, caplog):

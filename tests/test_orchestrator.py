@@ -177,9 +177,15 @@ def test_a_crash_between_write_ahead_and_send_is_resolved_on_restart(tmp_path):
     orch.db.close()
     (tmp_path / "a").mkdir()
     crashed = make(tmp_path / "a", enabled=every)
+    # what the write-ahead left: the first order pending and its position opening with nothing booked
+    orch_position = Storage(str(tmp_path / "v.db")).position(first[0]["position_id"])
     crashed.db.save_order(dict(first[0], status="pending", filled=0.0, avg_price=None, fee=0.0))
+    crashed.db.save_position(dict(orch_position, status="opening", fees=0.0, realized_pnl=0.0,
+                                  legs=[dict(leg, qty=0.0, opened_qty=0.0) for leg in orch_position["legs"]]))
     run(crashed, 1)  # the restart replays cycle 1
     orders = crashed.db.orders()
     assert [o["id"] for o in orders] == [o["id"] for o in first]  # the same ids, nothing doubled
     assert [o["status"] for o in orders] == ["filled", "filled"]
     assert len(crashed.db.fills()) == 2 and len(crashed.db.positions("open")) == 1
+    [held] = crashed.db.positions("open")
+    assert [leg["qty"] for leg in held["legs"]] == [f["qty"] for f in crashed.db.fills()]

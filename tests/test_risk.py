@@ -1,7 +1,7 @@
 from hypothesis import given, settings, strategies as st
 
-from helpers import RISK, proposal, spread
-from vigil import risk, schemas, tracker
+from helpers import RISK, opened, proposal, spread
+from vigil import risk, schemas
 
 PRICES = {("binance", "BTC/USDT"): 100.0, ("bybit", "BTC/USDT"): 100.0,
           ("binance", "ETH/USDT"): 50.0, ("bybit", "ETH/USDT"): 50.0}
@@ -98,7 +98,7 @@ def test_caps_hold_for_any_sequence_of_proposals():
                     positions = [q for q in positions if q["id"] != p["position_id"]]
                     continue
                 fills = [[{"qty": leg["qty"], "price": leg["price"], "fee_usdt": 0.0}] for leg in trade["legs"]]
-                positions.append(tracker.open_position(trade, fills, 0, p["id"]))
+                positions.append(opened(trade, fills))
             by_symbol, gross, net = exposures(positions)
             eps = 1e-6
             assert len(positions) <= RISK["max_open_positions"]

@@ -1,5 +1,6 @@
 import pytest
 
+import helpers
 from helpers import fill, proposal, spread
 from vigil import tracker
 
@@ -9,7 +10,16 @@ H = 3_600_000
 def opened(p, legs_fills, now=0):
     legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": leg["side"], "market": leg["market"],
              "qty": 1.0, "price": 100.0, "notional": 100.0} for leg in p["legs"]]
-    return tracker.open_position({"proposal": p, "legs": legs, "checks": []}, legs_fills, now, p["id"])
+    return helpers.opened({"proposal": p, "legs": legs, "checks": []}, legs_fills, now)
+
+
+def closed(position, legs_fills, now, reason, working=()):
+    """Books exit fills leg by leg, as the executor does once each exit order answers."""
+    position = dict(position, close_reason=position["close_reason"] or reason)
+    for i, fills in enumerate(legs_fills):
+        for f in fills:
+            position = tracker.book(position, {"leg": i, "reduce_only": True}, f)
+    return tracker.settle(position, [{"reduce_only": True, "status": s} for s in working], now)
 
 
 def test_directional_stop_target_and_time_exits():
@@ -25,13 +35,27 @@ def test_directional_stop_target_and_time_exits():
 
 def test_close_books_pnl_and_a_partial_exit_stays_closing():
     pos = opened(proposal(), [[fill("o", 2, 100, fee=0.1)]])
-    half = tracker.close_position(pos, [[fill("x", 1, 110, fee=0.05, side="sell")]], 5, "target")
+    assert pos["status"] == "open" and pos["legs"][0]["opened_qty"] == 2
+    working = closed(pos, [[]], 4, "target", working=["open"])
+    assert working["status"] == "closing" and tracker.exit_in_flight(working, [{"reduce_only": True,
+                                                                                "status": "open"}])
+    half = closed(pos, [[fill("x", 1, 110, fee=0.05, side="sell")]], 5, "target")
     assert half["status"] == "closing" and half["legs"][0]["qty"] == 1
     assert tracker.mark(half, {}, None, 6)[1] == "target"  # the exit goes on next cycle
-    done = tracker.close_position(half, [[fill("y", 1, 90, fee=0.05, side="sell")]], 7, "target")
+    done = closed(half, [[fill("y", 1, 90, fee=0.05, side="sell")]], 7, "target")
     # +10 on the first unit, -10 on the second, fees 0.1 + 0.05 + 0.05
     assert done["status"] == "closed" and done["realized_pnl"] == pytest.approx(-0.2)
-    assert done["closed_at"] == 7 and done["legs"][0]["qty"] == 2
+    assert done["closed_at"] == 7 and done["legs"][0]["qty"] == 0 and done["legs"][0]["opened_qty"] == 2
+
+
+def test_an_entry_still_working_is_opening_and_one_that_never_filled_is_void():
+    p = proposal()
+    pos = opened(p, [[fill("o", 1, 100, trade_id="t1")]])
+    assert tracker.settle(pos, [{"reduce_only": False, "status": "open"}], 1)["status"] == "opening"
+    assert tracker.mark(dict(pos, status="opening"), {("binance", "BTC/USDT"): 1.0}, None, 1)[1] is None
+    more = tracker.book(pos, {"leg": 0, "reduce_only": False}, fill("o", 3, 104, trade_id="t2"))
+    assert more["legs"][0]["qty"] == 4 and more["legs"][0]["entry"] == pytest.approx(103)  # the fills' VWAP
+    assert opened(p, [[]])["status"] == "void"
 
 
 def test_two_leg_spread_pnl_and_funding_by_hand():
@@ -53,10 +77,9 @@ def test_two_leg_spread_pnl_and_funding_by_hand():
     assert pos["legs"][1]["funding"] == pytest.approx(0.808)
     pos, _ = tracker.mark(pos, prices, funding, 10 * H)  # same settlements: nothing counted twice
     assert pos["funding"] == pytest.approx(0.708)
-    closed = tracker.close_position(pos, [[fill("c", 10, 102, fee=0.51, side="sell")],
-                                          [fill("d", 10, 102.5, fee=0.5125, side="buy", venue="bybit")]],
-                                    11 * H, "spread compressed")
+    done = closed(pos, [[fill("c", 10, 102, fee=0.51, side="sell")],
+                        [fill("d", 10, 102.5, fee=0.5125, side="buy", venue="bybit")]], 11 * H, "spread compressed")
     # price: +20 on the long, -15 on the short; fees 0.5 + 0.505 + 0.51 + 0.5125 = 2.0275; funding +0.708
-    assert closed["status"] == "closed"
-    assert closed["realized_pnl"] == pytest.approx(20 - 15 - 2.0275 + 0.708)
-    assert closed["fees"] == pytest.approx(2.0275)
+    assert done["status"] == "closed"
+    assert done["realized_pnl"] == pytest.approx(20 - 15 - 2.0275 + 0.708)
+    assert done["fees"] == pytest.approx(2.0275)

@@ -50,6 +50,9 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
         elif kind == "Veto":
             veto = out
             said[name] = f"veto: {out['reason']}"
+        elif out["intent"] == "close" and _status(positions, out["position_id"]) != "open":
+            # opening: nothing to close yet; closing: one exit at a time, the tracker follows it to the end
+            said[name] = f"exit of {out['position_id']} not sent: it is {_status(positions, out['position_id'])}"
         else:
             proposals.append(out)
             said[name] = f"{out['intent']} {out['side']} {out['symbol']}: {out['reason']}"
@@ -78,6 +81,10 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
     rec["verdicts"] += judged
     save("verdicts", judged)
     return verdicts
+
+
+def _status(positions, position_id):
+    return next((p["status"] for p in positions if p["id"] == position_id), "unknown")
 
 
 def _checked(out):

@@ -1,24 +1,32 @@
 """Sends orders to the exchanges through ccxt, classifying every error and resolving unknown outcomes by client id."""
 import asyncio
 import logging
+import time
 
 import ccxt
 
 from vigil import venues
+from vigil.schemas import ORDER_WORKING
 
 log = logging.getLogger("vigil.live")
 RETRIES = 3
+CLOCK_ERRORS = 3  # timestamp refusals in a row that halt trading
 
 
 class LiveBroker:
     """Same interface as SimBroker: place(order) and resolve(order) return (order, fills).
 
     A retry is only ever the same client order id after a lookup proved the first try absent, so the
-    exchange itself would refuse a double.
+    exchange itself would refuse a double. An order the venue answers as still working is looked up
+    again for up to patience_s; what is still working then is carried and followed by later cycles.
     """
 
-    def __init__(self, clients):
+    def __init__(self, clients, patience_s=3.0, window_s=30.0):
         self.clients = clients  # venue -> ccxt async client with keys
+        self.patience_s = patience_s  # how long one call follows a working or unknown order
+        self.window_s = window_s  # 'not found' proves absence only after this long (lookups lag placement)
+        self.clock_errors = {}  # venue -> consecutive timestamp refusals
+        self.alarm = None  # a reason to halt trading, taken by the executor
 
     async def place(self, order):
         ex = self.clients[order["venue"]]
@@ -37,6 +45,7 @@ class LiveBroker:
         min_cost, seen = (limits.get("cost") or {}).get("min") or 0, order["price"] or order["ref_price"]
         if not order["reduce_only"] and seen and amount * seen < min_cost:  # exits are exempt: never block one
             return _rejected(order, f"notional {amount * seen:.2f} is below the market minimum {min_cost}"), []
+        order = dict(order, qty=amount)  # the venue's step: filled means this much filled
         params = {"clientOrderId": order["id"]}
         if order["reduce_only"] and order["market"] == "swap":
             params["reduceOnly"] = True
@@ -55,17 +64,28 @@ class LiveBroker:
                 await asyncio.sleep(delay)
                 delay *= 2
                 continue
-            except ccxt.OperationFailed as e:
-                # Timeout, 5xx, garbage (ccxt's "may or may not have happened"): only the id can tell.
-                log.warning("order %s outcome unknown (%s): looking it up", order["id"], type(e).__name__)
-                return await self.resolve(dict(order, status="unknown", error=f"{type(e).__name__}: {e}"[:300]))
-            except ccxt.ExchangeError as e:  # the exchange answered no: never retried
-                return _rejected(order, f"{type(e).__name__}: {e}"[:300]), []
+            except ccxt.BaseError as e:
+                if _clock_refused(e):  # refused unprocessed: resynchronise the clock, then the same id again
+                    if self._clock_error(order["venue"], e):
+                        return _rejected(order, f"not sent: clock refused: {e}"[:300]), []
+                    await _resync(ex)
+                    continue
+                if _duplicate(e):  # the id is already at the venue: a lookup tells what became of it
+                    return await self.resolve(dict(order, status="unknown", error="duplicate client id"))
+                if isinstance(e, ccxt.OperationFailed):
+                    # Timeout, 5xx, garbage (ccxt's "may or may not have happened"): only the id can tell.
+                    log.warning("order %s outcome unknown (%s): looking it up", order["id"], type(e).__name__)
+                    return await self.resolve(dict(order, status="unknown", error=f"{type(e).__name__}: {e}"[:300]))
+                if not isinstance(e, ccxt.ExchangeError):
+                    raise
+                return _rejected(order, f"{type(e).__name__}: {e}"[:300]), []  # the exchange said no: final
+            self.clock_errors[order["venue"]] = 0
             if not answer or not answer.get("id"):
                 return await self.resolve(dict(order, status="unknown", error="answer without an order id"))
-            if answer.get("status") is None:  # acknowledged only (Bybit): the order itself says how it filled
-                return await self.resolve(dict(order, exchange_id=str(answer["id"])))
-            return await self._booked(ex, symbol, order, answer)
+            booked = await self._booked(ex, symbol, order, answer)
+            if booked[0]["status"] in ORDER_WORKING:  # NEW, PARTIALLY_FILLED, or acknowledged only
+                return await self.resolve(booked[0], booked)
+            return booked
         return _rejected(order, "throttled on every try; not sent"), []
 
     async def close(self):
@@ -93,42 +113,77 @@ class LiveBroker:
                 rows.append((venue, f"{type(e).__name__}: {str(e)[:150]}", ""))
         return rows
 
-    async def resolve(self, order):
-        """What became of an order, asked by its client id; 'cancelled' with nothing filled means never placed."""
+    async def resolve(self, order, known=None):
+        """What became of an order, asked by its client id until it is final or patience_s has passed.
+
+        'Not found' is not proof of absence at first (lookups lag placement): the order stays unknown until
+        window_s after the first 'not found', then counts as never placed ('cancelled', nothing filled).
+        known is the (order, fills) answer already in hand, kept if every lookup fails.
+        """
         ex = self.clients[order["venue"]]
         symbol = venues.market_symbol(order["venue"], order["symbol"])
-        for attempt in range(RETRIES):
+        best = known or (order, [])
+        deadline, delay = time.monotonic() + self.patience_s, 0.1
+        while True:
             try:
                 await ex.load_markets()
                 answer = await _lookup(ex, order["venue"], symbol, order["id"])
             except ccxt.OrderNotFound:
-                return dict(order, status="cancelled", error="not at the exchange: never placed"), []
-            except ccxt.OperationFailed as e:
-                await asyncio.sleep(0.5 * (attempt + 1))
-                order = dict(order, status="unknown", error=f"lookup failed: {type(e).__name__}")
-                continue
-            return await self._booked(ex, symbol, order, answer)
-        return order, []  # still unknown: reconciliation and the next restart ask again
+                since = order.get("missing_since") or _wall_ms()
+                # An order the venue answered with its own id exists, whatever a lagging lookup says.
+                if not order["exchange_id"] and _wall_ms() - since >= self.window_s * 1000:
+                    return dict(order, status="cancelled", error=f"not at the exchange after {self.window_s:g} s "
+                                                                 "of lookups: never placed"), []
+                order = dict(order, status="unknown", missing_since=since, error="not found yet: looking again")
+                best = (order, best[1]) if best[0]["status"] in ("pending", "unknown") else best
+            except ccxt.BaseError as e:
+                if _clock_refused(e):
+                    self._clock_error(order["venue"], e)
+                    await _resync(ex)
+                elif not isinstance(e, ccxt.OperationFailed):
+                    raise
+                if best[0]["status"] in ("pending", "unknown"):
+                    best = (dict(best[0], status="unknown", error=f"lookup failed: {type(e).__name__}"), best[1])
+            else:
+                self.clock_errors[order["venue"]] = 0
+                best = await self._booked(ex, symbol, dict(order, missing_since=None), answer)
+                if best[0]["status"] not in ORDER_WORKING:
+                    return best
+                order = best[0]
+            if time.monotonic() + delay > deadline:
+                return best  # still working or unknown: the next cycle, reconciliation or a restart asks again
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _clock_error(self, venue, e):
+        """Counts a timestamp refusal; the third in a row raises the alarm. Returns whether it did."""
+        n = self.clock_errors[venue] = self.clock_errors.get(venue, 0) + 1
+        log.warning("%s refused a request's timestamp (%d in a row): %s", venue, n, str(e)[:150])
+        if n >= CLOCK_ERRORS:
+            self.alarm = f"{venue} refused {n} requests in a row for their timestamp: check the server's clock"
+            return True
+        return False
 
     async def _booked(self, ex, symbol, order, answer):
         filled = float(answer.get("filled") or 0)
+        # No status (Bybit acknowledges with ids only): the order is working until a lookup says more.
         status = {"closed": "filled", "canceled": "cancelled", "expired": "cancelled", "rejected": "rejected",
-                  "open": "open"}.get(answer.get("status"), "unknown")
+                  "open": "open", None: "open"}.get(answer.get("status"), "unknown")
         if filled > 0 and (status == "cancelled" or (status == "filled" and filled < order["qty"] * (1 - 1e-9))):
             status = "partial"  # market orders are IOC: what did not fill is gone
         fee, fee_ccy, fills = 0.0, "USDT", []
         if filled > 0:
-            # Without a trade list: one fill at the average price, fee as the order reports it.
-            trades = await self._trades(ex, symbol, answer) or [
-                {"amount": filled, "price": answer["average"], "fee": answer.get("fee"),
-                 "timestamp": answer.get("timestamp")}]
+            trades = await self._trades(ex, symbol, answer)
+            if sum(float(t["amount"]) for t in trades) < filled * (1 - 1e-9) and status not in ORDER_WORKING:
+                status = "open"  # the trade list lags the order: follow it until every fill is listed
             prices = {}  # fee currency -> its USDT price, asked once per order
             for t in trades:
                 cost = float((t.get("fee") or {}).get("cost") or 0)
                 fee += cost
                 fee_ccy = (t.get("fee") or {}).get("currency") or fee_ccy
                 price = float(t["price"])
-                fills.append({"order_id": order["id"], "venue": order["venue"], "symbol": order["symbol"],
+                fills.append({"order_id": order["id"], "trade_id": str(t["id"]), "venue": order["venue"],
+                              "symbol": order["symbol"],
                               "side": order["side"], "qty": float(t["amount"]), "price": price,
                               "fee": cost, "fee_ccy": fee_ccy,
                               "fee_usdt": cost * await _usdt_price(ex, symbol, fee_ccy, price, prices),
@@ -140,12 +195,13 @@ class LiveBroker:
         return booked, fills
 
     async def _trades(self, ex, symbol, answer):
+        """The order's trades, each once (a venue may list one twice); [] when the venue cannot say now."""
         try:
             trades = await ex.fetch_my_trades(symbol, params={"orderId": answer["id"]})
         except ccxt.BaseError as e:
-            log.warning("trades of order %s unavailable (%s): using the order's average", answer["id"], e)
+            log.warning("trades of order %s unavailable (%s): asked again later", answer["id"], e)
             return []
-        return [t for t in trades if str(t.get("order")) == str(answer["id"])]
+        return list({str(t["id"]): t for t in trades if str(t.get("order")) == str(answer["id"])}.values())
 
 
 async def _usdt_price(ex, symbol, ccy, fill_price, known):
@@ -171,6 +227,28 @@ async def _may_withdraw(ex, venue):
         info = (await ex.private_get_v5_user_query_api()).get("result") or {}
         return "Withdraw" in ((info.get("permissions") or {}).get("Wallet") or [])
     return bool((await ex.sapi_get_account_apirestrictions()).get("enableWithdrawals"))
+
+
+def _wall_ms():
+    return int(time.time() * 1000)
+
+
+def _clock_refused(e):
+    """Binance -1021 or Bybit 10002: the request's timestamp is outside the venue's window, so it was not processed."""
+    return isinstance(e, ccxt.InvalidNonce) or '"code":-1021' in str(e).replace(" ", "")
+
+
+def _duplicate(e):
+    """The venue already holds an order under this client id (Binance -4116, Bybit 110072)."""
+    text = str(e).replace(" ", "")
+    return isinstance(e, ccxt.DuplicateOrderId) or '"code":-4116' in text or '"retCode":110072' in text
+
+
+async def _resync(ex):
+    try:
+        await ex.load_time_difference()
+    except ccxt.BaseError as e:
+        log.warning("clock resynchronisation failed: %s", type(e).__name__)
 
 
 def _rejected(order, why):

@@ -24,13 +24,12 @@ class Orchestrator:
         self.cfg = cfg
         self.db = db
         self.source = source
-        self.executor = Executor(db, broker, self.is_halted, self.alert)
+        self.executor = Executor(db, broker, self.is_halted, self.alert, self.kill)
         self.console = console if cfg["vigil"]["console"] else None
         self.strategies = {name: importlib.import_module(f"vigil.{name}")
                            for name in cfg["strategies"]["enabled"]}
         self.trend = Trend(cfg["market"]["trade_venue"], cfg["market_state"])
-        self.positions = self._open_positions()
-        self.closed_pnl = db.realized_pnl(closed_only=True)
+        self._load_positions()
         self.cycle_n = db.last_cycle()
         self.halt = db.get("halt")  # persisted: a restarted process stays halted until resume
         # Written only through this object, so memory mirrors the database and the cycle never re-reads them.
@@ -48,9 +47,12 @@ class Orchestrator:
         self.feed_errors = set()
         self.failing = set()
         self.answers = None  # the feeds' errors and strategies' answers last compared
+        self.reported = set()  # reconciliation findings already alerted: each is alerted once
 
-    def _open_positions(self):
-        return {p["id"]: p for p in self.db.positions() if p["status"] != "closed"}
+    def _load_positions(self):
+        """The live positions and the closed PnL as the database holds them (start, and after a halt mid-step)."""
+        self.positions = {p["id"]: p for p in self.db.positions(*schemas.POSITION_LIVE)}
+        self.closed_pnl = self.db.realized_pnl(closed_only=True)
 
     # --- control -----------------------------------------------------------------------------
     def is_halted(self):
@@ -74,7 +76,7 @@ class Orchestrator:
             now = self.last["started_at"] if self.last else int(time.time() * 1000)
             closed = 0
             for position in list(self.positions.values()):
-                position = await self.executor.close(position, self.cycle_n, now, "flatten", "flatten", force=True)
+                position = await self.executor.close(position, self.cycle_n + 1, now, "flatten", "flatten", force=True)
                 self._book(position)
                 closed += position["status"] == "closed"
             return closed, len(self.positions)
@@ -84,15 +86,16 @@ class Orchestrator:
         if not self.reconciler:
             return
         async with self.trading:
-            await self.executor.recover()
+            now = self.last["started_at"] if self.last else int(time.time() * 1000)
+            await self.executor.recover(self.cycle_n + 1, now)  # books what a crash or a late fill left
+            self._load_positions()
             problems, notices = await self.reconciler()
-        for text in notices:
-            self.alert("reconcile", text)
-        if problems:
-            for text in problems:
+        for text in problems + notices:
+            if text not in self.reported:  # the same finding is alerted once, not every few cycles
                 self.alert("reconcile", text)
-            if not self.is_halted():
-                self.kill("reconciliation: " + "; ".join(problems))
+        self.reported = set(problems + notices)
+        if problems and not self.is_halted():
+            self.kill("reconciliation: " + "; ".join(problems))
 
     def paused(self):
         return set(self.paused_names)
@@ -160,7 +163,7 @@ class Orchestrator:
             await self._steps(n, now, rec)
         except Halted as e:
             rec["notes"].append(str(e))
-            self.positions = self._open_positions()  # the executor may have booked more
+            self._load_positions()  # the executor may have booked more
         rec["halted"] = self.is_halted()
         rec["equity"] = self.equity()
         rec["duration_ms"] = int((time.perf_counter() - started) * 1e6) / 1000  # to the microsecond
@@ -226,6 +229,9 @@ class Orchestrator:
 
     async def _execute_and_track(self, n, now, rec, verdicts, feeds, prices):
         self._step("execute")
+        for position in (await self.executor.follow(n, now)).values():  # orders earlier cycles left working
+            self._book(position)
+        acted = set()  # positions that sent an exit this cycle: the tracker sends none of its own
         for verdict, trade in verdicts:
             if trade is None:
                 continue
@@ -233,10 +239,11 @@ class Orchestrator:
             p = trade["proposal"]
             if p["intent"] == "open":
                 position = await self.executor.open(trade, n, now)
-                if position:
+                if position["status"] != "void":
                     self.alert("trade", f"opened {position['id']}: {p['reason']}")
-                    self._book(position)
+                self._book(position)
             else:
+                acted.add(p["position_id"])
                 await self._close(self.positions[p["position_id"]], n, now, p["reason"], rec)
 
         self._step("track")
@@ -247,7 +254,7 @@ class Orchestrator:
             if position["funding"] != old["funding"]:
                 self.db.save_position(position)  # booked funding is money: stored at once; marks are recomputed
             self.positions[pid] = position
-            if reason:
+            if reason and pid not in acted:
                 rec["orders"] += len(position["legs"])
                 await self._close(position, n, now, reason, rec)
         self.in_flight = "record"
@@ -285,17 +292,18 @@ class Orchestrator:
         position = await self.executor.close(position, n, now, reason)
         self._book(position)
         if position["status"] != "closed":
-            rec["notes"].append(f"exit of {position['id']} incomplete, retried next cycle")
+            rec["notes"].append(f"exit of {position['id']} not complete yet: followed next cycle")
 
     def _book(self, position):
-        """Keeps the in-memory open positions and the closed PnL in step with the database."""
+        """Keeps the in-memory live positions and the closed PnL in step with the database."""
+        if position["status"] in schemas.POSITION_LIVE:
+            self.positions[position["id"]] = position
+            return
+        self.positions.pop(position["id"], None)
+        self.closed_pnl += position["realized_pnl"]  # void: nothing filled, nothing realized
         if position["status"] == "closed":
-            self.positions.pop(position["id"], None)
-            self.closed_pnl += position["realized_pnl"]
             self.alert("trade", f"closed {position['id']} ({position['close_reason']}): "
                                 f"pnl {position['realized_pnl']:+.2f}")
-        else:
-            self.positions[position["id"]] = position
 
     def _prices(self):
         prices, market = {}, self.cfg["market"]

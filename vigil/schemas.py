@@ -1,6 +1,8 @@
 """Defines every dict that flows between modules and validates one against its schema."""
 
 NUM = (int, float)
+ORDER_WORKING = ("pending", "open", "unknown")  # an order in these states is followed until it is final
+POSITION_LIVE = ("opening", "open", "closing")  # a position in these states holds or may hold quantity
 OPT_NUM = (int, float, type(None))
 OPT_STR = (str, type(None))
 
@@ -91,29 +93,32 @@ SCHEMAS = {
         "market": (str, _one_of("swap", "spot")),
         "type": (str, _one_of("market", "limit")), "qty": (NUM, _POS), "price": (OPT_NUM, None),
         "ref_price": (OPT_NUM, None), "reduce_only": (bool, None),
-        "status": (str, _one_of("pending", "open", "partial", "filled", "cancelled",
-                                "rejected", "unknown")),
+        # pending: written, not yet answered; open: working at the venue; unknown: the answer proved nothing.
+        # The other four are final: partial means done with part of the quantity (the rest expired).
+        "status": (str, _one_of(*ORDER_WORKING, "filled", "partial", "cancelled", "rejected")),
         "filled": (NUM, _NONNEG), "avg_price": (OPT_NUM, None), "fee": (NUM, None),
         "fee_ccy": (str, None), "exchange_id": (OPT_STR, None), "error": (OPT_STR, None),
         "created_at": (int, None),
     },
+    # One execution, keyed by (venue, trade_id): a trade reported twice is stored once.
     "Fill": {
-        "order_id": (str, None), "venue": (str, None), "symbol": (str, None),
+        "order_id": (str, None), "trade_id": (str, None), "venue": (str, None), "symbol": (str, None),
         "side": (str, _SIDE), "qty": (NUM, _POS), "price": (NUM, _POS), "fee": (NUM, None),
         "fee_ccy": (str, None), "fee_usdt": (NUM, None), "liquidity": (str, _one_of("maker", "taker")), "ts": (int, None),
     },
-    # One leg of an open position; qty is positive, side gives the direction.
+    # One leg of a position: opened_qty is the sum of its entry fills, qty what exit fills left of it.
     "PositionLeg": {
         "venue": (str, None), "symbol": (str, None), "side": (str, _SIDE),
-        "market": (str, _one_of("swap", "spot")), "qty": (NUM, _POS), "entry": (NUM, _POS),
-        "mark": (NUM, _POS), "funding": (NUM, None),
+        "market": (str, _one_of("swap", "spot")), "qty": (NUM, _NONNEG), "opened_qty": (NUM, _NONNEG),
+        "entry": (NUM, _POS), "mark": (NUM, _POS), "funding": (NUM, None), "funding_ts": (int, None),
     },
     "Position": {
         "id": (str, None), "strategy": (str, None), "symbol": (str, None),
         "kind": (str, _one_of("directional", "spread")), "side": (str, _SIDE),
         "legs": (list, _legs("PositionLeg")), "opened_at": (int, None),
         "stop": (OPT_NUM, None), "target": (OPT_NUM, None), "exit_by": (int, None),
-        "status": (str, _one_of("open", "closing", "closed")), "fees": (NUM, None),
+        # opening: entry orders working; void: they ended with nothing filled; closing: an exit started.
+        "status": (str, _one_of("opening", "open", "closing", "closed", "void")), "fees": (NUM, None),
         "funding": (NUM, None), "realized_pnl": (NUM, None), "unrealized_pnl": (NUM, None),
         "closed_at": (OPT_NUM, None), "close_reason": (OPT_STR, None), "proposal_id": (str, None),
     },

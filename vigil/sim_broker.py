@@ -5,6 +5,8 @@ from vigil import fills
 class SimBroker:
     """Same interface as the live broker: place(order) -> (order, fills)."""
 
+    alarm = None  # nothing here ever needs trading halted
+
     def __init__(self, source, params):
         self.source = source
         self.params = params
@@ -16,7 +18,7 @@ class SimBroker:
         if fill is None:
             order.update(status="rejected", error="no liquidity in the bar" if bar else "no price")
             return order, []
-        fill["order_id"] = order["id"]
+        fill["order_id"] = fill["trade_id"] = order["id"]  # one fill per order: the order id is its trade id
         order.update(filled=fill["qty"], avg_price=fill["price"], fee=fill["fee"], fee_ccy=fill["fee_ccy"],
                      status="filled" if fill["qty"] >= order["qty"] else "partial")
         return order, [fill]

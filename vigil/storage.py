@@ -31,6 +31,14 @@ MIGRATIONS = [
     CREATE INDEX proposals_cycle ON proposals (cycle);
     CREATE INDEX verdicts_cycle ON verdicts (cycle);
     """,
+    # A fill is keyed by the venue's trade id: a trade reported twice is stored once.
+    """
+    ALTER TABLE fills ADD COLUMN venue TEXT;
+    ALTER TABLE fills ADD COLUMN trade_id TEXT;
+    UPDATE fills SET venue = json_extract(body, '$.venue'), trade_id = order_id || ':' || rowid;
+    CREATE UNIQUE INDEX fills_trade ON fills (venue, trade_id);
+    CREATE INDEX orders_position ON orders (position_id);
+    """,
 ]
 
 
@@ -125,8 +133,10 @@ class Storage:
                     (order["id"], order["cycle"], order["position_id"], order["status"], dump(order)))
 
     def add_fill(self, fill):
-        self._write("INSERT INTO fills (order_id, ts, body) VALUES (?, ?, ?)",
-                    (fill["order_id"], fill["ts"], dump(fill)))
+        """Stores a fill once; False when its (venue, trade id) is already booked."""
+        self._write("INSERT OR IGNORE INTO fills (order_id, ts, body, venue, trade_id) VALUES (?, ?, ?, ?, ?)",
+                    (fill["order_id"], fill["ts"], dump(fill), fill["venue"], fill["trade_id"]))
+        return self.writer.rowcount == 1
 
     def save_position(self, position):
         self._write("INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?)",
@@ -160,9 +170,10 @@ class Storage:
         rows = self._bodies("SELECT body FROM positions WHERE id=?", (position_id,))
         return rows[0] if rows else None
 
-    def positions(self, status=None):
-        if status:
-            return self._bodies("SELECT body FROM positions WHERE status=? ORDER BY rowid", (status,))
+    def positions(self, *statuses):
+        if statuses:
+            return self._bodies(f"SELECT body FROM positions WHERE status IN ({','.join('?' * len(statuses))}) "
+                                "ORDER BY rowid", statuses)
         return self._bodies("SELECT body FROM positions ORDER BY rowid")
 
     def realized_pnl(self, closed_only=False):

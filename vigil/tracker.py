@@ -1,36 +1,66 @@
-"""Opens, marks to market and closes positions: stops, targets, time exits and funding per leg."""
+"""Books fills into positions and marks them to market: stops, targets, time exits and funding per leg."""
 from vigil import schemas
 
 DUST = 1e-9  # a leg smaller than this fraction of its opening size counts as closed
-
-
-def _vwap(fills):
-    qty = sum(f["qty"] for f in fills)
-    return qty, sum(f["qty"] * f["price"] for f in fills) / qty, sum(f["fee_usdt"] for f in fills)
 
 
 def _sign(side):
     return 1.0 if side == "buy" else -1.0
 
 
-def open_position(trade, fills_by_leg, now, position_id):
-    """A Position from the fills of each leg; fees count against realized PnL at once."""
+def new_position(trade, now):
+    """The Position an approved trade will become, written before its first order: every leg at zero."""
     p = trade["proposal"]
-    legs, fees = [], 0.0
-    for leg, fills in zip(trade["legs"], fills_by_leg):
-        if not fills:
-            continue
-        qty, price, fee = _vwap(fills)
-        fees += fee
-        legs.append({"venue": leg["venue"], "symbol": leg["symbol"], "side": leg["side"],
-                     "market": leg["market"], "qty": qty, "entry": price, "mark": price, "funding": 0.0,
-                     "opened_qty": qty, "funding_ts": now})
+    legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": leg["side"], "market": leg["market"],
+             "qty": 0.0, "opened_qty": 0.0, "entry": leg["price"], "mark": leg["price"], "funding": 0.0,
+             "funding_ts": now} for leg in trade["legs"]]
     return schemas.validate("Position", {
-        "id": position_id, "strategy": p["strategy"], "symbol": p["symbol"], "kind": p["kind"],
+        "id": p["id"], "strategy": p["strategy"], "symbol": p["symbol"], "kind": p["kind"],
         "side": p["side"], "legs": legs, "opened_at": now, "stop": p["stop"], "target": p["target"],
         "exit_by": now + int(p["max_hold_s"] * 1000) if p["max_hold_s"] else 0,
-        "status": "open", "fees": fees, "funding": 0.0, "realized_pnl": -fees, "unrealized_pnl": 0.0,
+        "status": "opening", "fees": 0.0, "funding": 0.0, "realized_pnl": 0.0, "unrealized_pnl": 0.0,
         "closed_at": None, "close_reason": None, "proposal_id": p["id"]})
+
+
+def book(position, order, fill):
+    """Adds one fill of one of the position's orders: an entry grows its leg, an exit (reduce-only) shrinks it."""
+    position = dict(position, legs=list(position["legs"]))
+    leg = position["legs"][order["leg"]] = dict(position["legs"][order["leg"]])
+    qty, price, fee = fill["qty"], fill["price"], fill["fee_usdt"]
+    if order["reduce_only"]:
+        position["realized_pnl"] += (price - leg["entry"]) * qty * _sign(leg["side"])
+        leg["qty"] -= qty
+        leg["mark"] = price
+    else:
+        leg["entry"] = (leg["entry"] * leg["opened_qty"] + price * qty) / (leg["opened_qty"] + qty)
+        leg["opened_qty"] += qty
+        leg["qty"] += qty
+    position["fees"] += fee
+    position["realized_pnl"] -= fee
+    return position
+
+
+def settle(position, orders, now):
+    """The position's status from its orders (dicts of every order it sent) and the quantity its fills left."""
+    working = [o for o in orders if o["status"] in schemas.ORDER_WORKING]
+    if any(not o["reduce_only"] for o in working):
+        status = "opening"
+    elif not any(leg["opened_qty"] for leg in position["legs"]):
+        status = "void"  # every entry order ended without a fill
+    elif all(leg["qty"] <= DUST * leg["opened_qty"] for leg in position["legs"]):
+        status = "closed"
+    elif working or position["close_reason"]:
+        status = "closing"  # an exit is in flight, or one ended short and is sent again next cycle
+    else:
+        status = "open"
+    was, position = position["status"], dict(position, status=status)
+    if status == "closed" and was != "closed":
+        position.update(closed_at=now, unrealized_pnl=0.0)
+    return position
+
+
+def exit_in_flight(position, orders):
+    return any(o["reduce_only"] and o["status"] in schemas.ORDER_WORKING for o in orders)
 
 
 def mark(position, prices, funding, now):
@@ -63,6 +93,8 @@ def _accrue(position, leg, rate, now):
 
 
 def _exit_reason(position, now):
+    if position["status"] == "opening":
+        return None  # its entry orders are still working: nothing to close yet
     if position["status"] == "closing":
         return position["close_reason"]  # an exit that filled only partly goes on until done
     if position["exit_by"] and now >= position["exit_by"]:
@@ -76,29 +108,3 @@ def _exit_reason(position, now):
     if position["target"] is not None and (price >= position["target"] if long else price <= position["target"]):
         return "target"
     return None
-
-
-def close_position(position, fills_by_leg, now, reason):
-    """Books the exit fills leg by leg; what did not fill stays open in status closing."""
-    position = dict(position)
-    booked = []
-    for leg, fills in zip(position["legs"], fills_by_leg):
-        leg = dict(leg)
-        if fills:
-            qty, price, fee = _vwap(fills)
-            qty = min(qty, leg["qty"])
-            position["realized_pnl"] += (price - leg["entry"]) * qty * _sign(leg["side"]) - fee
-            position["fees"] += fee
-            leg["qty"] -= qty
-            leg["mark"] = price
-        booked.append(leg)
-    remaining = [leg for leg in booked if leg["qty"] > DUST * leg["opened_qty"]]
-    if remaining:
-        position.update(legs=remaining, status="closing", close_reason=reason)
-        position["unrealized_pnl"] = sum((leg["mark"] - leg["entry"]) * leg["qty"] * _sign(leg["side"])
-                                         for leg in remaining)
-        return position
-    # A closed position keeps its legs at their opening size, as a record of what was traded.
-    position.update(legs=[dict(leg, qty=leg["opened_qty"]) for leg in booked], status="closed",
-                    closed_at=now, close_reason=reason, unrealized_pnl=0.0)
-    return position
