@@ -146,7 +146,7 @@ class Bot:
             legs = "; ".join(f"{leg['side']} {leg['qty']:g} {leg['symbol']}@{leg['venue']} "
                              f"in {leg['entry']:.2f} now {leg['mark']:.2f}" for leg in p["legs"])
             rows.append(f"{p['id']} [{p['strategy']}] {legs} | pnl {p['unrealized_pnl']:+.2f} "
-                        f"funding {p['funding']:+.2f}{' CLOSING' if p['status'] == 'closing' else ''}")
+                        f"funding {p['funding']:+.2f}{'' if p['status'] == 'open' else ' ' + p['status'].upper()}")
         await self._reply(update, "\n".join(rows) or "no open positions")
 
     async def pnl(self, update, context):

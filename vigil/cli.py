@@ -174,8 +174,7 @@ def build(cfg):
     orch.on_inputs.append(Recorder(db, cfg).record)
     if cfg["vigil"]["mode"] == "live":
         from vigil import reconcile
-        orch.reconciler = lambda: reconcile.reconcile(broker.clients, db, cfg["market"]["symbols"],
-                                                      cfg["live"]["balance_tolerance"])
+        orch.reconciler = lambda: reconcile.reconcile(broker.clients, db, cfg["live"]["balance_tolerance"])
     return orch
 
 
@@ -238,9 +237,23 @@ async def _start_bot(cfg, orch):
 
 
 async def _live_check(cfg):
+    """Keys, permissions and clock, then exactly the calls reconciliation makes: ok here means it works."""
+    import ccxt
+    from vigil import reconcile
     broker = live_broker(cfg)
+    rows = []
     try:
-        return [(f"{venue} account" + (f" ({details})" if details else ""), 0.0, problem)
-                for venue, problem, details in await broker.check()]
+        for venue, problem, details in await broker.check():
+            rows.append((f"{venue} account" + (f" ({details})" if details else ""), 0.0, problem))
+            if problem and problem.startswith("no API key"):
+                continue
+            try:
+                held, resting, _, hedge = await reconcile.venue_state(venue, broker.clients[venue])
+                problem = "hedge mode (dual side) is on: switch the account to one-way mode" if hedge else None
+                rows.append((f"{venue} reconciliation ({len(held)} positions, {len(resting)} open orders)", 0.0,
+                             problem))
+            except (ccxt.BaseError, LookupError, ValueError, TypeError) as e:
+                rows.append((f"{venue} reconciliation", 0.0, f"{type(e).__name__}: {str(e)[:150]}"))
+        return rows
     finally:
         await broker.close()

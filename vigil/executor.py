@@ -33,6 +33,8 @@ class Executor:
         self.is_halted = is_halted
         self.alert = alert
         self.kill = kill
+        # Ids of orders not yet final: a cycle with none (a backtest's every cycle) asks the database nothing.
+        self.working = {o["id"] for o in db.orders(statuses=ORDER_WORKING)}
 
     async def open(self, trade, cycle, now):
         """Opens the approved trade; a spread gets both legs or neither. Returns the Position.
@@ -66,6 +68,8 @@ class Executor:
     async def follow(self, cycle, now):
         """Asks the broker about every order not yet final and books the answers; returns the positions touched."""
         touched = {}
+        if not self.working:
+            return touched
         for order in self.db.orders(statuses=ORDER_WORKING):
             position = touched.get(order["position_id"]) or self.db.position(order["position_id"])
             if position is None:  # written by a version that kept no position ahead: reconciliation names it
@@ -79,6 +83,7 @@ class Executor:
 
     async def recover(self, cycle, now):
         """After a restart: follows what a crash left working and settles positions whose orders never left."""
+        self.working = {o["id"] for o in self.db.orders(statuses=ORDER_WORKING)}
         touched = await self.follow(cycle, now)
         for position in self.db.positions("opening"):
             if position["id"] not in touched:
@@ -104,6 +109,10 @@ class Executor:
                     position = tracker.book(position, order, fill)
             position = tracker.settle(position, self.db.orders(position_id=position["id"]), now)
             self.db.save_position(position)
+        if order["status"] in ORDER_WORKING:
+            self.working.add(order["id"])
+        else:
+            self.working.discard(order["id"])
         if getattr(self.broker, "alarm", None):  # e.g. the venue keeps refusing our clock: nothing more may go
             reason, self.broker.alarm = self.broker.alarm, None
             self.kill(reason)
@@ -137,6 +146,7 @@ class Executor:
         with self.db.tx():  # write-ahead: the order and its position exist before the request leaves
             self.db.save_order(order)
             self.db.save_position(position)
+        self.working.add(order["id"])
         answer, fills = await self.broker.place(order)
         position = self._record(position, answer, fills, now)
         if answer["status"] in ("rejected", "unknown"):

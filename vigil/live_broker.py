@@ -27,6 +27,7 @@ class LiveBroker:
         self.window_s = window_s  # 'not found' proves absence only after this long (lookups lag placement)
         self.clock_errors = {}  # venue -> consecutive timestamp refusals
         self.alarm = None  # a reason to halt trading, taken by the executor
+        self.clock, self.sleep = time.time, asyncio.sleep  # tests run both on virtual time
 
     async def place(self, order):
         ex = self.clients[order["venue"]]
@@ -61,7 +62,7 @@ class LiveBroker:
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
                 # Refused before it was processed: after a pause, the same id again (a duplicate would be refused).
                 log.warning("order %s throttled (%s), retry %d", order["id"], type(e).__name__, attempt + 1)
-                await asyncio.sleep(delay)
+                await self.sleep(delay)
                 delay *= 2
                 continue
             except ccxt.BaseError as e:
@@ -123,15 +124,16 @@ class LiveBroker:
         ex = self.clients[order["venue"]]
         symbol = venues.market_symbol(order["venue"], order["symbol"])
         best = known or (order, [])
-        deadline, delay = time.monotonic() + self.patience_s, 0.1
+        deadline, delay = self.clock() + self.patience_s, 0.1
         while True:
             try:
                 await ex.load_markets()
                 answer = await _lookup(ex, order["venue"], symbol, order["id"])
             except ccxt.OrderNotFound:
-                since = order.get("missing_since") or _wall_ms()
+                now_ms = int(self.clock() * 1000)
+                since = order.get("missing_since") or now_ms
                 # An order the venue answered with its own id exists, whatever a lagging lookup says.
-                if not order["exchange_id"] and _wall_ms() - since >= self.window_s * 1000:
+                if not order["exchange_id"] and now_ms - since >= self.window_s * 1000:
                     return dict(order, status="cancelled", error=f"not at the exchange after {self.window_s:g} s "
                                                                  "of lookups: never placed"), []
                 order = dict(order, status="unknown", missing_since=since, error="not found yet: looking again")
@@ -150,9 +152,9 @@ class LiveBroker:
                 if best[0]["status"] not in ORDER_WORKING:
                     return best
                 order = best[0]
-            if time.monotonic() + delay > deadline:
+            if self.clock() + delay > deadline:
                 return best  # still working or unknown: the next cycle, reconciliation or a restart asks again
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
             delay = min(delay * 2, 2.0)
 
     def _clock_error(self, venue, e):
@@ -227,10 +229,6 @@ async def _may_withdraw(ex, venue):
         info = (await ex.private_get_v5_user_query_api()).get("result") or {}
         return "Withdraw" in ((info.get("permissions") or {}).get("Wallet") or [])
     return bool((await ex.sapi_get_account_apirestrictions()).get("enableWithdrawals"))
-
-
-def _wall_ms():
-    return int(time.time() * 1000)
 
 
 def _clock_refused(e):

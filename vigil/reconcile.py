@@ -1,59 +1,86 @@
 """Compares the exchanges' positions, resting orders and wallet balances with the database and names every difference."""
 import ccxt
 
-from vigil import venues
+from vigil.schemas import ORDER_WORKING, POSITION_LIVE
 
 TOLERANCE = 1e-9
+UNREACHABLE = 3  # reconciliations in a row a venue may fail to answer before trading halts
 
 
-async def reconcile(clients, db, symbols, balance_tolerance):
-    """Returns (problems, notices): a problem halts trading, a notice (something Vigil did not create) is reported."""
+async def venue_state(venue, ex):
+    """What one venue holds, asked the way its API accepts; `check` runs exactly these calls.
+
+    Returns ({symbol: signed quantity}, resting orders, USDT wallet balance, hedge mode on).
+    """
+    if venue == "bybit":
+        # ccxt's bybit refuses a list of symbols; Bybit answers every linear position by settle coin.
+        held = await ex.fetch_positions(None, {"category": "linear", "settleCoin": "USDT"})
+        resting = await ex.fetch_open_orders(None, None, None, {"category": "linear", "settleCoin": "USDT"})
+        hedge = any(str((p.get("info") or {}).get("positionIdx") or "0") != "0" for p in held)
+    else:
+        held = await ex.fetch_positions()
+        ex.options["warnOnFetchOpenOrdersWithoutSymbol"] = False  # one request for every symbol is what we want
+        resting = await ex.fetch_open_orders()
+        hedge = str((await ex.fapiPrivateGetPositionSideDual()).get("dualSidePosition")).lower() == "true"
+    actual = {}
+    for pos in held:
+        size = float(pos.get("contracts") or 0) * float(pos.get("contractSize") or 1)
+        symbol = pos["symbol"].split(":")[0]
+        actual[symbol] = actual.get(symbol, 0.0) + (size if pos.get("side") == "long" else -size)
+    return actual, resting, _wallet_usdt(venue, await ex.fetch_balance()), hedge
+
+
+async def reconcile(clients, db, balance_tolerance):
+    """Returns (problems, notices): a problem halts trading, a notice (something Vigil did not create) is reported.
+
+    Orders still working are being followed by the executor, so a symbol with one is not compared this time.
+    """
     problems, notices, wallets = [], [], {}
     booked = {p["id"] for p in db.positions()}
     for o in db.orders(statuses=("filled", "partial")):
-        if o["position_id"] not in booked and not o["position_id"].endswith(":exit"):
+        if o["position_id"] not in booked:
             problems.append(f"order {o['id']} filled {o['filled']} {o['symbol']} on {o['venue']} but no position "
                             "was booked for it")
-    for o in db.orders(statuses=("pending", "unknown")):
-        problems.append(f"order {o['id']} is still {o['status']}: its outcome could not be proven")
+    working = db.orders(statuses=ORDER_WORKING)
+    followed = {(o["venue"], o["symbol"]) for o in working}
     expected = {}
-    for p in db.positions():
-        if p["status"] == "closed":
-            continue
+    for p in db.positions(*POSITION_LIVE):
         for leg in p["legs"]:
             if leg["market"] == "swap":
                 key = (leg["venue"], leg["symbol"])
                 expected[key] = expected.get(key, 0.0) + leg["qty"] * (1 if leg["side"] == "buy" else -1)
+    failures = db.get("unreachable") or {}
     for venue, ex in clients.items():
-        markets = [venues.swap_symbol(s) for s in symbols]
         try:
-            held = await ex.fetch_positions(markets)
-            resting = [o for m in markets for o in await ex.fetch_open_orders(m)]
-            wallets[venue] = _wallet_usdt(venue, await ex.fetch_balance())
-        except (ccxt.BaseError, LookupError, ValueError) as e:
-            problems.append(f"{venue}: positions, orders or balance unavailable ({type(e).__name__})")
+            actual, resting, wallets[venue], hedge = await venue_state(venue, ex)
+        except (ccxt.BaseError, LookupError, ValueError, TypeError) as e:
+            failures[venue] = failures.get(venue, 0) + 1
+            text = f"{venue}: positions, orders or balance unavailable ({type(e).__name__})"
+            (problems if failures[venue] >= UNREACHABLE else notices).append(text)
             continue
-        actual = {}
-        for pos in held:
-            size = float(pos.get("contracts") or 0) * float(pos.get("contractSize") or 1)
-            key = (venue, pos["symbol"].split(":")[0])
-            actual[key] = actual.get(key, 0.0) + (size if pos.get("side") == "long" else -size)
-        for key in sorted(set(expected) | set(actual)):
-            if key[0] != venue:
+        failures[venue] = 0
+        if hedge:
+            problems.append(f"{venue}: the account is in hedge mode (dual side); Vigil trades one-way mode only")
+        for key in sorted(set(expected) | {(venue, s) for s in actual}):
+            if key[0] != venue or key in followed:
                 continue
-            want, have = expected.get(key, 0.0), actual.get(key, 0.0)
+            want, have = expected.get(key, 0.0), actual.get(key[1], 0.0)
             if abs(want - have) <= TOLERANCE * max(1.0, abs(want)):
                 continue
             if abs(want) <= TOLERANCE:
                 notices.append(f"{venue} {key[1]}: a position of {have:g} that Vigil did not open, left alone")
             else:
                 problems.append(f"{venue} {key[1]}: the database holds {want:g}, the exchange {have:g}")
+        mine = {o["id"] for o in working}
         for o in resting:
             cid = o.get("clientOrderId") or ""
+            if cid in mine:
+                continue
             if cid.startswith("vg"):
-                problems.append(f"{venue}: Vigil's order {cid} rests at the exchange; Vigil never leaves orders resting")
+                problems.append(f"{venue}: Vigil's order {cid} rests at the exchange, but the books hold it as final")
             else:
                 notices.append(f"{venue}: order {cid or o.get('id')} on {o['symbol']} is not Vigil's, left alone")
+    db.put("unreachable", failures)
     if len(wallets) == len(clients):
         _balances(db, sum(wallets.values()), balance_tolerance, problems, notices)
     return problems, notices

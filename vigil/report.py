@@ -1,5 +1,6 @@
 """Builds the per-strategy performance report from the database, as a dict and as plain text."""
 from vigil import performance
+from vigil.schemas import POSITION_LIVE
 
 
 def build(db, cfg):
@@ -15,7 +16,7 @@ def build(db, cfg):
         "starting_equity": start,
         "equity": last["equity"] if last else start,
         "capital_per_strategy": capital,
-        "open_positions": len(db.positions("open")),
+        "open_positions": len(db.positions(*POSITION_LIVE)),
         "records": db.counts(),
         "strategies": performance.summary(closed, capital),
         "total": performance.summary([dict(p, strategy="total") for p in closed], start).get("total"),
