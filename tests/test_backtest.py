@@ -150,3 +150,39 @@ def test_backtest_command_reports_gaps_and_bad_files(tmp_path):
     bad = subprocess.run([sys.executable, "run.py", "--config", str(cfg), "backtest", "--data",
                           str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "BTCUSDT-1m.csv:2: bad row" in bad.stderr
+
+
+def test_every_fill_is_booked_once_when_exits_fill_in_parts(tmp_path):
+    """A thin market fills exits in parts over several cycles: each part is booked once, and a closed position's
+    exit fills equal its entry fills, leg by leg, as the database holds them."""
+    cfg = config.load(cfg_file(tmp_path))
+    market = SimMarket(cfg)
+    rows = {s: [market.buf[0, k, i].tolist() for i in range(market.rows)] for k, s in enumerate(cfg["market"]["symbols"])}
+    for _ in range(4000):
+        asyncio.run(market.tick())
+        for s in rows:
+            rows[s].append(list(map(float, market.candles()["data"]["binance"][s][-1])))
+    data = {s: np.array(r, float) for s, r in rows.items()}
+    for candles in data.values():
+        candles[1::2, 5] *= 0.001  # every other bar is thin: what one bar filled, the next fills in parts
+    backtest.run(cfg, data, {}, str(tmp_path / "bt.db"), str(tmp_path / "eq.csv"), progress=None)
+    db = Storage(str(tmp_path / "bt.db"))
+    orders = {o["id"]: o for o in db.orders()}
+    filled = {}
+    for f in db.fills():
+        o = orders[f["order_id"]]
+        key = (o["position_id"], o["leg"], o["reduce_only"])
+        filled[key] = filled.get(key, 0.0) + f["qty"]
+    exits = {}
+    for o in orders.values():
+        if o["reduce_only"]:
+            exits[o["position_id"]] = exits.get(o["position_id"], 0) + 1
+    closed = db.positions("closed")
+    assert len(closed) >= 5 and sum(exits[p["id"]] > len(p["legs"]) for p in closed) >= 3  # exits in parts
+    for p in db.positions():
+        for i, leg in enumerate(p["legs"]):
+            entered, exited = filled.get((p["id"], i, False), 0.0), filled.get((p["id"], i, True), 0.0)
+            assert leg["opened_qty"] == pytest.approx(entered, rel=1e-12)
+            assert leg["qty"] == pytest.approx(entered - exited, rel=1e-9, abs=1e-12)
+            if p["status"] == "closed":
+                assert exited == pytest.approx(entered, rel=1e-9)

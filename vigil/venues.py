@@ -32,6 +32,7 @@ def client(cfg, venue, timeout_s, throttled=True, keys=False):
     if keys:  # live trading: keys from the environment, never from the config file
         ex.apiKey = os.environ.get(section["key_env"], "")
         ex.secret = os.environ.get(section["secret_env"], "")
+        ex.options["adjustForTimeDifference"] = True  # signed requests use the venue's clock, read at start
         if section["testnet"]:
             ex.set_sandbox_mode(True)
     if section.get("rest_url") or section.get("ws_url"):
