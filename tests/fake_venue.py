@@ -2,6 +2,7 @@
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import queue
 import select
@@ -9,11 +10,17 @@ import struct
 import threading
 import time
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MIN = 60_000
 BNB_PRICE = 600.0  # Binance charges this account's fees in BNB
+WORKING = ("NEW", "PARTIALLY_FILLED")
+PARTIAL = {"partial", "partial_then_fill", "partial_then_expire"}
+# Binance's answer -> Bybit's (retCode, retMsg) for the same refusal
+BYBIT_ERRORS = {-1003: (10006, "Too many visits!"), -2019: (110007, "Insufficient available balance"),
+                -4116: (110072, "OrderLinkedID is duplicate"), -4061: (10001, "position idx not match position mode")}
 
 
 def _binance_market(base):
@@ -55,20 +62,40 @@ def _okx_market(base):
 class FakeVenues:
     """REST answers come from self.candles / self.funding; WebSocket subscribers get what tests push."""
 
-    def __init__(self, bases=("BTC", "ETH")):
+    def __init__(self, bases=("BTC", "ETH"), nodelay=False):
         self.bases = list(bases)
+        # nodelay drops the ~40 ms delayed-ACK stall of every answer; off, runs last as long as timed kills expect
+        self.nodelay = nodelay
         self.candles = {}  # (venue, BASE) -> list of [ts, o, h, l, c, v]
         self.funding = {}  # (venue, BASE) -> (rate, next funding ts, interval hours)
         self.fng = 50
         self.api_key, self.secret = "TESTKEY", "SECRETKEY123456"
         self.orders = {}  # client order id -> Binance order dict (the exchange's own state)
         self.order_posts = []  # every order request that reached the matching engine's door
-        self.order_faults = []  # kinds for the next order requests: 429, "reject", "timeout", "garbage", "partial"
+        self.duplicate_posts = []  # client ids posted again after the venue had taken them (refused)
+        self.order_faults = []
+        """One entry per order request, a kind or a tuple of kinds applied together, e.g. (503, "lag"):
+        418/429 throttled, not taken; "reject" margin refused; "timeout", 503, "garbage" taken but the answer lost;
+        "partial" half filled, the rest expired at once; "new" NEW, fills completely later; "partial_then_fill"
+        half now, the rest later; "partial_then_expire" half now, later EXPIRED with that half; "never" NEW and
+        working until cancelled; "lag" lookups by client id say "not found" for the first lag_lookups of them
+        (they still count as lookups: the order moves on meanwhile)."""
+        self.price = 100.0  # every fill's price
+        self.fill_after_lookups = 1  # a working order moves on at its n-th status lookup, never by the clock
+        self.lag_lookups = 2
+        self.duplicate_trades = False  # every trade listed twice, same id, as venues sometimes do
+        self.recv_window_errors = 0
+        """While > 0, each signed request uses one up and is refused for its timestamp: Binance 400 -1021,
+        Bybit retCode 10002. ccxt raises InvalidNonce for both."""
+        self.hedge_mode = False  # orders must name their side (Binance positionSide, Bybit positionIdx 1/2)
+        self.bybit_trade_only = False  # Bybit /v5/asset/* refused with 10005, as for a key without Wallet rights
+        self.trade_ids = itertools.count(1)
         self.on_order = None  # called with the client id before the order is stored (crash tests)
         self.extra_positions = {}  # positions opened outside Vigil, by exchange symbol
         self.open_orders = []  # resting orders the exchange reports (e.g. someone else's)
         self.balance = 10000.0
         self.withdrawals = False
+        self.may_trade = True  # False: a read-only key (Binance without futures, Bybit without ContractTrade)
         self.clock_offset_ms = 0
         self.txs = []  # Etherscan txlist rows
         self.whales = []  # Whale Alert transactions
@@ -130,6 +157,16 @@ class FakeVenues:
                    "data": [{"T": ts, "s": f"{base}USDT", "S": side.capitalize(), "v": str(qty), "p": str(price)}]}
         self._send_topic(venue, topic, msg)
 
+    def settle(self, cid):
+        """Moves an order straight to its final state, as if time had passed ("never" orders keep working)."""
+        with self.lock:
+            if self.orders[cid]["_next"]:
+                self._step(self.orders[cid])
+
+    def settle_all(self):
+        for cid in list(self.orders):
+            self.settle(cid)
+
     def subscribed(self, venue, topic):
         with self.lock:
             return any(c["venue"] == venue and topic in c["topics"] for c in self.conns)
@@ -184,8 +221,9 @@ class FakeVenues:
             return {"retCode": 0, "retMsg": "OK", "result": {"timeSecond": str(now // 1000),
                                                              "timeNano": str(now * 1_000_000)}, "time": now}
         if path == "/v5/market/instruments-info":
+            rows = [] if q.get("status") == "PreLaunch" else [_bybit_market(b) for b in self.bases]
             return {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "nextPageCursor": "",
-                                                                 "list": [_bybit_market(b) for b in self.bases]},
+                                                                 "list": rows},
                     "retExtInfo": {}, "time": int(time.time() * 1000)}
         if path == "/api/v5/public/instruments":
             return {"code": "0", "msg": "", "data": [_okx_market(b) for b in self.bases]}
@@ -230,6 +268,7 @@ class FakeVenues:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = venues.nodelay  # headers and body go out as two writes
 
             def log_message(self, *args):
                 pass
@@ -243,6 +282,7 @@ class FakeVenues:
 
             def do_DELETE(self):
                 url = urllib.parse.urlparse(self.path)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))  # unread, it garbles the next request
                 return self._private("DELETE", url.path, url.query)
 
             def _private(self, method, path, signed, raw_body=""):
@@ -298,21 +338,35 @@ class FakeVenues:
         if api_key != self.api_key or not hmac.compare_digest(signature, expected):
             return 401, {"code": -1022, "msg": "Signature for this request is not valid."}
         q = {k: v[0] for k, v in urllib.parse.parse_qs(payload).items()}
+        symbol = lambda o: q.get("symbol") in (None, o["symbol"])  # noqa: E731
         with self.lock:
+            self.requests.append((path, q))
+            if self.recv_window_errors > 0:
+                self.recv_window_errors -= 1
+                return 400, {"code": -1021, "msg": "Timestamp for this request is outside of the recvWindow."}
             if method == "POST" and path == "/fapi/v1/order":
                 return self._new_order(q)
             if method == "GET" and path == "/fapi/v1/order":
-                order = self.orders.get(q.get("origClientOrderId"))
-                return (200, order) if order else (400, {"code": -2013, "msg": "Order does not exist."})
+                cid = q.get("origClientOrderId")
+                order = self._lookup(self._find(cid, q.get("orderId")), bool(cid))
+                return (200, _public(order)) if order else (400, {"code": -2013, "msg": "Order does not exist."})
+            if method == "DELETE" and path == "/fapi/v1/order":
+                order = self._find(q.get("origClientOrderId"), q.get("orderId"))
+                if not self._cancel(order):
+                    return 400, {"code": -2011, "msg": "Unknown order sent."}
+                return 200, _public(order)
+            if method == "GET" and path == "/fapi/v1/positionSide/dual":
+                return 200, {"dualSidePosition": self.hedge_mode}
             if method == "GET" and path == "/fapi/v1/leverageBracket":
                 return 200, [{"symbol": f"{b}USDT", "brackets": [{
                     "bracket": 1, "initialLeverage": 20, "notionalCap": 1e9, "notionalFloor": 0,
                     "maintMarginRatio": 0.004, "cum": 0}]} for b in self.bases]
             if method == "GET" and path in ("/fapi/v2/positionRisk", "/fapi/v3/positionRisk"):
-                return 200, [{"symbol": sym, "positionAmt": str(amt), "entryPrice": "100.0", "markPrice": "100.0",
-                              "unRealizedProfit": "0", "liquidationPrice": "0", "leverage": "20",
-                              "marginType": "cross", "isolatedMargin": "0", "positionSide": "BOTH",
-                              "notional": str(amt * 100), "updateTime": 0}
+                return 200, [{"symbol": sym, "positionAmt": str(amt), "entryPrice": str(self.price),
+                              "markPrice": str(self.price), "unRealizedProfit": "0", "liquidationPrice": "0",
+                              "leverage": "20", "marginType": "cross", "isolatedMargin": "0",
+                              "positionSide": ("LONG" if amt > 0 else "SHORT") if self.hedge_mode else "BOTH",
+                              "notional": str(amt * self.price), "updateTime": 0}
                              for sym, amt in self.net_positions().items() if amt]
             if method == "GET" and path == "/fapi/v3/account":
                 return 200, {"totalWalletBalance": str(self.balance), "availableBalance": str(self.balance),
@@ -321,15 +375,16 @@ class FakeVenues:
                                          "unrealizedProfit": "0", "marginBalance": str(self.balance)}],
                              "positions": []}
             if method == "GET" and path == "/fapi/v1/openOrders":
-                return 200, [o for o in self.open_orders]
+                return 200, [o for o in self.open_orders + self._working() if symbol(o)]
             if method == "GET" and path == "/sapi/v1/account/apiRestrictions":
-                return 200, {"ipRestrict": False, "createTime": 0, "enableReading": True, "enableFutures": True,
+                return 200, {"ipRestrict": False, "createTime": 0, "enableReading": True, "enableFutures": self.may_trade,
                              "enableSpotAndMarginTrading": False, "enableWithdrawals": self.withdrawals,
                              "enableInternalTransfer": False, "permitsUniversalTransfer": False,
                              "enableVanillaOptions": False, "enableMargin": False}
             if method == "GET" and path == "/fapi/v1/userTrades":
-                order = next((o for o in self.orders.values() if str(o["orderId"]) == q.get("orderId")), None)
-                return 200, [self._trade(order)] if order and float(order["executedQty"]) else []
+                orders = ([self._find(None, q["orderId"])] if "orderId" in q
+                          else [o for o in self.orders.values() if symbol(o)])
+                return 200, [self._trade(o, t) for o, t in self._trades_of(orders)]
         return 404, {"code": -1, "msg": f"{method} {path} not faked"}
 
     def _bybit(self, method, path, query, body, headers):
@@ -340,18 +395,27 @@ class FakeVenues:
                             hashlib.sha256).hexdigest()
         ok = lambda result: (200, {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {},  # noqa: E731
                                    "time": int(time.time() * 1000)})
+        fail = lambda code, msg: (200, {"retCode": code, "retMsg": msg, "result": {}, "retExtInfo": {},  # noqa: E731
+                                        "time": int(time.time() * 1000)})
         if headers["X-BAPI-API-KEY"] != self.api_key or not hmac.compare_digest(headers.get("X-BAPI-SIGN", ""),
                                                                                   expected):
-            return 200, {"retCode": 10004, "retMsg": "error sign!", "result": {}, "time": 0}
+            return fail(10004, "error sign!")
         q = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
-        self.requests.append((path, q or body))
+        req = json.loads(body) if method == "POST" and body else {}
+        symbol = lambda o: q.get("symbol") in (None, o["symbol"])  # noqa: E731
         with self.lock:
+            self.requests.append((path, q or body))
+            if self.recv_window_errors > 0:
+                self.recv_window_errors -= 1
+                return fail(10002, "invalid request, please check your server timestamp or recv_window param")
+            if self.bybit_trade_only and path.startswith("/v5/asset/"):
+                return fail(10005, "Permission denied, please check your API key permissions.")
             if path == "/v5/asset/coin/query-info":
                 return ok({"rows": []})
             if path == "/v5/user/query-api":
+                wallet = [] if self.bybit_trade_only else ["AccountTransfer"] + ["Withdraw"] * self.withdrawals
                 return ok({"id": "1", "readOnly": 0, "permissions": {
-                    "ContractTrade": ["Order", "Position"], "Wallet": ["AccountTransfer"] + ["Withdraw"] * self.withdrawals},
-                    "unified": 1, "uta": 1})
+                    "ContractTrade": ["Order", "Position"] * self.may_trade, "Wallet": wallet}, "unified": 1, "uta": 1})
             if path == "/v5/account/wallet-balance":
                 return ok({"list": [{"accountType": "UNIFIED", "totalEquity": str(self.balance),
                                      "totalWalletBalance": str(self.balance), "coin": [{
@@ -361,53 +425,81 @@ class FakeVenues:
             if path == "/v5/account/info":
                 return ok({"unifiedMarginStatus": 4, "marginMode": "REGULAR_MARGIN"})
             if path == "/v5/order/create":
-                req = json.loads(body)
-                status, answer = self._new_order({"newClientOrderId": req["orderLinkId"],
-                                                  "symbol": req["symbol"], "side": req["side"].upper(),
-                                                  "type": req["orderType"].upper(), "quantity": req["qty"],
-                                                  "price": req.get("price", "0"),
-                                                  "timeInForce": req.get("timeInForce", "GTC"),
-                                                  "reduceOnly": str(req.get("reduceOnly", False)).lower()})
-                if status == 429:
-                    return 200, {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "time": 0}
+                status, answer = self._new_order({
+                    "newClientOrderId": req["orderLinkId"], "symbol": req["symbol"], "side": req["side"].upper(),
+                    "type": req["orderType"].upper(), "quantity": req["qty"], "price": req.get("price", "0"),
+                    "timeInForce": req.get("timeInForce", "GTC"),
+                    "reduceOnly": str(req.get("reduceOnly", False)).lower(),
+                    "positionSide": ("BOTH", "LONG", "SHORT")[int(req.get("positionIdx") or 0)]})
                 if status == 503:
                     return 503, b"service unavailable"
                 if status != 200:
-                    code = 110007 if answer.get("code") == -2019 else 110072
-                    return 200, {"retCode": code, "retMsg": answer["msg"], "result": {}, "time": 0}
+                    return fail(*BYBIT_ERRORS.get(answer["code"], (10001, answer["msg"])))
                 if not isinstance(answer, dict):
                     return status, answer
                 return ok({"orderId": str(answer["orderId"]), "orderLinkId": req["orderLinkId"]})
+            if path == "/v5/order/cancel":
+                if not req.get("orderLinkId") and not req.get("orderId"):  # ccxt's clientOrderId is not translated
+                    return fail(10001, "orderId or orderLinkId is required")
+                order = self._find(req.get("orderLinkId"), req.get("orderId"))
+                if not self._cancel(order):
+                    return fail(110001, "order not exists or too late to cancel")
+                return ok({"orderId": str(order["orderId"]), "orderLinkId": order["clientOrderId"]})
             if path in ("/v5/order/realtime", "/v5/order/history"):
-                # Asked by orderLinkId, Bybit answers for any of the recent orders; otherwise open ones only.
-                link = q.get("orderLinkId")
-                rows = [self._bybit_order(o) for cid, o in self.orders.items()
-                        if (link == cid if link else (path == "/v5/order/history") == (o["status"] != "NEW"))]
-                return ok({"category": "linear", "list": rows, "nextPageCursor": ""})
+                # Asked by id, Bybit answers for any recent order; otherwise realtime lists working ones only.
+                link, oid = q.get("orderLinkId"), q.get("orderId")
+                if link or oid:
+                    found = [o for o in [self._lookup(self._find(link, oid), bool(link))] if o]
+                elif path == "/v5/order/realtime":
+                    found = self.open_orders + self._working()
+                else:
+                    found = [o for o in self.orders.values() if o["status"] not in WORKING]
+                return ok({"category": "linear", "list": [self._bybit_order(o) for o in found if symbol(o)],
+                           "nextPageCursor": ""})
             if path == "/v5/execution/list":
-                order = next((o for o in self.orders.values() if str(o["orderId"]) == q.get("orderId")), None)
-                rows = []
-                if order and float(order["executedQty"]):
-                    qty = float(order["executedQty"])
-                    rows = [{"symbol": order["symbol"], "orderId": str(order["orderId"]),
-                             "orderLinkId": order["clientOrderId"], "side": order["side"].capitalize(),
-                             "execPrice": "100.0", "execQty": str(qty), "execFee": str(qty * 100 * 0.00055),
-                             "feeCurrency": "USDT", "execTime": str(order["updateTime"]),
-                             "execId": f"e{order['orderId']}", "isMaker": False, "orderType": "Market",
-                             "execType": "Trade", "execValue": str(qty * 100), "feeRate": "0.00055"}]
-                return ok({"category": "linear", "list": rows, "nextPageCursor": ""})
-        return 200, {"retCode": 10001, "retMsg": f"{method} {path} not faked", "result": {}, "time": 0}
+                link, oid = q.get("orderLinkId"), q.get("orderId")
+                orders = [self._find(link, oid)] if link or oid else [o for o in self.orders.values() if symbol(o)]
+                return ok({"category": "linear", "list": [self._execution(o, t) for o, t in self._trades_of(orders)],
+                           "nextPageCursor": ""})
+            if path == "/v5/position/list":
+                if not q.get("symbol") and not q.get("settleCoin"):
+                    return fail(10001, "Either symbol or settleCoin is required")
+                net = self.net_positions()
+                syms = [q["symbol"]] if q.get("symbol") else [s for s, amt in net.items()
+                                                              if amt and s.endswith(q["settleCoin"])]
+                return ok({"category": "linear", "list": [self._bybit_position(s, net.get(s, 0.0)) for s in syms],
+                           "nextPageCursor": ""})
+        return fail(10001, f"{method} {path} not faked")
 
     def _bybit_order(self, o):
-        partial = float(o["executedQty"]) < float(o["origQty"])
+        done, qty = float(o["executedQty"]), float(o["origQty"])
+        status = {"NEW": "New", "PARTIALLY_FILLED": "PartiallyFilled", "FILLED": "Filled"}.get(o["status"]) or (
+            "PartiallyFilledCanceled" if done else "Cancelled")
+        fee = str(float(o.get("cumQuote") or 0) * 0.00055)
         return {"orderId": str(o["orderId"]), "orderLinkId": o["clientOrderId"], "symbol": o["symbol"],
-                "side": o["side"].capitalize(), "orderType": "Market", "price": "0", "qty": o["origQty"],
-                "cumExecQty": o["executedQty"], "cumExecValue": str(float(o["executedQty"]) * 100),
-                "avgPrice": "100.0", "cumExecFee": str(float(o["executedQty"]) * 100 * 0.00055),
-                "orderStatus": ("Cancelled" if not float(o["executedQty"]) else "PartiallyFilledCanceled" if partial
-                                else "Filled"), "timeInForce": "IOC",
-                "reduceOnly": o["reduceOnly"], "createdTime": str(o["time"]), "updatedTime": str(o["updateTime"]),
-                "leavesQty": "0", "positionIdx": 0, "category": "linear"}
+                "side": o["side"].capitalize(), "orderType": o["type"].capitalize(), "price": o["price"],
+                "qty": o["origQty"], "cumExecQty": o["executedQty"], "cumExecValue": o.get("cumQuote") or "0",
+                "avgPrice": o["avgPrice"], "cumExecFee": fee, "cumFeeDetail": {"USDT": fee} if done else {},
+                "orderStatus": status, "timeInForce": "IOC" if o["type"] == "MARKET" else o["timeInForce"],
+                "reduceOnly": o.get("reduceOnly", False), "createdTime": str(o["time"]),
+                "updatedTime": str(o["updateTime"]), "leavesQty": str(qty - done) if o["status"] in WORKING else "0",
+                "positionIdx": {"LONG": 1, "SHORT": 2}.get(o.get("positionSide"), 0), "category": "linear"}
+
+    def _execution(self, o, t):
+        return {"symbol": o["symbol"], "orderId": str(o["orderId"]), "orderLinkId": o["clientOrderId"],
+                "side": o["side"].capitalize(), "execPrice": str(t["price"]), "execQty": str(t["qty"]),
+                "execFee": str(t["qty"] * t["price"] * 0.00055), "feeCurrency": "USDT", "execTime": str(t["time"]),
+                "execId": str(uuid.UUID(int=t["id"])), "isMaker": False, "orderType": o["type"].capitalize(),
+                "execType": "Trade", "execValue": str(t["qty"] * t["price"]), "feeRate": "0.00055"}
+
+    def _bybit_position(self, sym, amt):
+        idx = (1 if amt >= 0 else 2) if self.hedge_mode else 0  # hedge mode: one net row, on the side it leans
+        now = str(int(time.time() * 1000))
+        return {"symbol": sym, "side": "Buy" if amt > 0 else "Sell" if amt < 0 else "", "size": str(abs(amt)),
+                "avgPrice": str(self.price if amt else 0), "positionValue": str(abs(amt) * self.price),
+                "markPrice": str(self.price), "positionIdx": idx, "unrealisedPnl": "0", "cumRealisedPnl": "0",
+                "leverage": "20", "tradeMode": 0, "createdTime": now, "updatedTime": now, "positionStatus": "Normal",
+                "liqPrice": "", "positionIM": "0", "positionMM": "0", "riskId": 1, "autoAddMargin": 0}
 
     def net_positions(self):
         """Signed position per exchange symbol: what our filled orders built, plus any planted by hand."""
@@ -421,43 +513,96 @@ class FakeVenues:
         cid = q["newClientOrderId"]
         self.order_posts.append(cid)
         fault = self.order_faults.pop(0) if self.order_faults else None
-        if fault in (418, 429):
-            return fault, {"code": -1003, "msg": "Too many requests."}
-        if fault == "reject":
+        kinds = set(fault) if isinstance(fault, tuple) else {fault}
+        for code in kinds & {418, 429}:
+            return code, {"code": -1003, "msg": "Too many requests."}
+        if "reject" in kinds:
             return 400, {"code": -2019, "msg": "Margin is insufficient."}
         if cid in self.orders:
+            self.duplicate_posts.append(cid)
             return 400, {"code": -4116, "msg": "ClientOrderId is duplicated."}
+        if (q.get("positionSide", "BOTH") != "BOTH") != self.hedge_mode:
+            return 400, {"code": -4061, "msg": "Order's position side does not match user's setting."}
         if self.on_order:
             self.on_order(cid, "received")
         qty = float(q["quantity"])
-        done = qty / 2 if fault == "partial" else qty
-        if q["type"] == "LIMIT" and q.get("timeInForce") == "IOC":  # the book is at 100: it crosses or expires
-            crosses = float(q["price"]) >= 100 if q["side"] == "BUY" else float(q["price"]) <= 100
-            done = done if crosses else 0.0
-        self.orders[cid] = {
-            "orderId": len(self.orders) + 1000, "symbol": q["symbol"], "clientOrderId": cid,
-            "status": "FILLED" if done == qty else "EXPIRED", "price": q.get("price", "0"),
-            "avgPrice": "100.0" if done else "0",
-            "origQty": q["quantity"], "executedQty": str(done), "cumQuote": str(done * 100), "timeInForce": "GTC",
-            "type": q["type"], "reduceOnly": q.get("reduceOnly") == "true", "side": q["side"],
-            "positionSide": "BOTH", "updateTime": int(time.time() * 1000), "time": int(time.time() * 1000)}
+        now_qty = 0.0 if kinds & {"new", "never"} else qty / 2 if kinds & PARTIAL else qty
+        later = "fill" if kinds & {"new", "partial_then_fill"} else "expire" if "partial_then_expire" in kinds else None
+        working = bool(later) or "never" in kinds
+        if q["type"] == "LIMIT" and q.get("timeInForce") == "IOC":  # the book is at self.price: crosses or expires
+            crosses = float(q["price"]) >= self.price if q["side"] == "BUY" else float(q["price"]) <= self.price
+            now_qty, later, working = (now_qty, later, working) if crosses else (0.0, None, False)
+        ms = int(time.time() * 1000)
+        order = self.orders[cid] = {
+            "orderId": len(self.orders) + 1000, "symbol": q["symbol"], "clientOrderId": cid, "status": "NEW",
+            "price": q.get("price", "0"), "avgPrice": "0", "origQty": q["quantity"], "executedQty": "0",
+            "cumQuote": "0", "timeInForce": q.get("timeInForce", "GTC"), "type": q["type"],
+            "reduceOnly": q.get("reduceOnly") == "true", "side": q["side"],
+            "positionSide": q.get("positionSide", "BOTH"), "updateTime": ms, "time": ms,
+            "_trades": [], "_next": later, "_looks": 0, "_lag": self.lag_lookups if "lag" in kinds else 0}
+        self._fill(order, now_qty)
+        order["status"] = (("PARTIALLY_FILLED" if now_qty else "NEW") if working
+                           else "FILLED" if now_qty == qty else "EXPIRED")
         if self.on_order:
             self.on_order(cid, "stored")
-        if fault == "timeout":
+        if "timeout" in kinds:
             return 200, "timeout"
-        if fault == 503:  # the worst 5xx: the engine took the order, the gateway failed the answer
+        if 503 in kinds:  # the worst 5xx: the engine took the order, the gateway failed the answer
             return 503, {"code": -1001, "msg": "Internal error; unable to process your request."}
-        if fault == "garbage":
+        if "garbage" in kinds:
             return 200, b"<html>502 upstream</html>"
-        return 200, dict(self.orders[cid])
+        return 200, _public(order)
 
-    def _trade(self, order):
-        qty = float(order["executedQty"])
-        return {"symbol": order["symbol"], "id": order["orderId"] * 10, "orderId": order["orderId"],
-                "side": order["side"], "price": "100.0", "qty": str(qty), "realizedPnl": "0", "marginAsset": "USDT",
-                "quoteQty": str(qty * 100), "commission": str(qty * 100 * 0.0005 / BNB_PRICE), "commissionAsset": "BNB",
-                "time": order["updateTime"], "positionSide": "BOTH", "buyer": order["side"] == "BUY",
-                "maker": False}
+    def _find(self, cid, order_id):
+        if cid:
+            return self.orders.get(cid)
+        return next((o for o in self.orders.values() if str(o["orderId"]) == str(order_id)), None)
+
+    def _lookup(self, order, by_client_id):
+        """One status query: it lets time pass for the order, and a lagging index may not show it yet."""
+        if order is None:
+            return None
+        order["_looks"] += 1
+        if order["_next"] and order["_looks"] >= self.fill_after_lookups:
+            self._step(order)
+        if by_client_id and order["_lag"] > 0:
+            order["_lag"] -= 1
+            return None
+        return order
+
+    def _step(self, order):
+        if order["_next"] == "fill":
+            self._fill(order, float(order["origQty"]) - float(order["executedQty"]))
+        order["status"] = "FILLED" if order["_next"] == "fill" else "EXPIRED"
+        order["_next"] = None
+
+    def _fill(self, order, qty):
+        ms = int(time.time() * 1000)
+        if qty > 0:
+            order["_trades"].append({"id": next(self.trade_ids), "qty": qty, "price": self.price, "time": ms})
+        done = sum(t["qty"] for t in order["_trades"])
+        quote = sum(t["qty"] * t["price"] for t in order["_trades"])
+        order.update(executedQty=str(done), cumQuote=str(quote), avgPrice=str(quote / done) if done else "0",
+                     updateTime=ms)
+
+    def _cancel(self, order):
+        if order is None or order["status"] not in WORKING:
+            return False
+        order.update(status="CANCELED", _next=None, updateTime=int(time.time() * 1000))
+        return True
+
+    def _working(self):
+        return [_public(o) for o in self.orders.values() if o["status"] in WORKING]
+
+    def _trades_of(self, orders):
+        return [(o, t) for o in orders if o for t in o["_trades"] for _ in range(1 + bool(self.duplicate_trades))]
+
+    def _trade(self, order, t):
+        return {"symbol": order["symbol"], "id": t["id"], "orderId": order["orderId"], "side": order["side"],
+                "price": str(t["price"]), "qty": str(t["qty"]), "realizedPnl": "0", "marginAsset": "USDT",
+                "quoteQty": str(t["qty"] * t["price"]), "commission": str(t["qty"] * t["price"] * 0.0005 / BNB_PRICE),
+                "commissionAsset": "BNB", "time": t["time"], "positionSide": order["positionSide"],
+                "buyer": order["side"] == "BUY", "maker": False}
 
     # --- WebSocket (RFC 6455, text frames, enough for ccxt.pro) -------------------------------------
     def _websocket(self, handler, path):
@@ -515,6 +660,11 @@ class FakeVenues:
         elif msg.get("op") == "ping":
             _write_frame(sock, json.dumps({"success": True, "ret_msg": "pong", "op": "ping",
                                            "req_id": msg.get("req_id", "")}).encode(), 1)
+
+
+def _public(order):
+    """The order as the exchange shows it, without the fake's own bookkeeping."""
+    return {k: v for k, v in order.items() if not k.startswith("_")}
 
 
 def _read_exact(sock, n):

@@ -44,4 +44,4 @@ def opened(trade, fills_by_leg, now=0):
     for i, fills in enumerate(fills_by_leg):
         for f in fills:
             position = tracker.book(position, {"leg": i, "reduce_only": False}, f)
-    return tracker.settle(position, [], now)
+    return tracker.settle(position, [], now, final=True)

@@ -1,24 +1,26 @@
-"""Executes a fixed set of intended spreads against a fake exchange; the crash test kills and restarts it."""
+"""Executes a fixed set of intended spreads (Binance long, Bybit short) against two fake venues; the crash test
+kills and restarts it, and it prints what reconciliation then finds."""
 import asyncio
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vigil import venues  # noqa: E402
+from vigil import reconcile, venues  # noqa: E402
 from vigil.executor import Executor  # noqa: E402
 from vigil.live_broker import LiveBroker  # noqa: E402
+from vigil.schemas import ORDER_WORKING  # noqa: E402
 from vigil.storage import Storage  # noqa: E402
 
 NOW = 1_700_000_000_000
 
 
-def intents(venue="binance"):
-    """Three spreads, two legs each: six orders with fixed client ids."""
+def intents(venue=None):
+    """Three spreads, two legs each (on one venue, or Binance long and Bybit short): six orders with fixed ids."""
     out = []
     for k, symbol in enumerate(["BTC/USDT", "ETH/USDT", "BTC/USDT"]):
-        legs = [{"venue": venue, "symbol": symbol, "side": side, "market": "swap", "qty": 0.5 + k,
-                 "price": 100.0, "notional": 100.0 * (0.5 + k)} for side in ("buy", "sell")]
+        legs = [{"venue": venue or v, "symbol": symbol, "side": side, "market": "swap", "qty": 0.5 + k,
+                 "price": 100.0, "notional": 100.0 * (0.5 + k)} for v, side in (("binance", "buy"), ("bybit", "sell"))]
         proposal = {"id": f"{k + 1}:funding_arb:{symbol}:open", "strategy": "funding_arb", "symbol": symbol,
                     "side": "buy", "kind": "spread", "intent": "open", "position_id": None,
                     "legs": [{k2: leg[k2] for k2 in ("venue", "symbol", "side", "market")} for leg in legs],
@@ -28,19 +30,30 @@ def intents(venue="binance"):
     return out
 
 
-async def main(db_path, url, venue):
-    ex = venues.client({f"venue.{venue}": {"rest_url": url, "ws_url": ""}}, venue, 1.0, throttled=False)
-    ex.apiKey, ex.secret = "TESTKEY", "SECRETKEY123456"
+async def main(db_path, binance_url, bybit_url):
+    clients = {}
+    for venue, url in (("binance", binance_url), ("bybit", bybit_url)):
+        clients[venue] = venues.client({f"venue.{venue}": {"rest_url": url, "ws_url": ""}}, venue, 1.0,
+                                       throttled=False)
+        clients[venue].apiKey, clients[venue].secret = "TESTKEY", "SECRETKEY123456"
     db = Storage(db_path, durable=True)
     # a short window: an order the kill left unsent is proven absent within one patient lookup
-    executor = Executor(db, LiveBroker({venue: ex}, patience_s=2.0, window_s=0.5), lambda: False)
+    executor = Executor(db, LiveBroker(clients, patience_s=2.0, window_s=0.5, missing_lookups=3), lambda: False)
     try:
-        for cycle, trade in intents(venue):
+        await executor.recover(0, NOW)  # what a crash left working is asked about and booked first
+        for cycle, trade in intents():
             await executor.open(trade, cycle, NOW)  # the same intentions again: nothing sent twice
+        for _ in range(10):
+            if not db.orders(statuses=ORDER_WORKING):
+                break
+            await executor.follow(4, NOW)
+        problems, _, _ = await reconcile.reconcile(clients, db, ["BTC/USDT"], 1e9)
     finally:
-        await ex.close()
+        for ex in clients.values():
+            await ex.close()
+    print("problems:", "; ".join(problems) or "none", flush=True)
     print("done", flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+    asyncio.run(main(*sys.argv[1:4]))

@@ -118,6 +118,9 @@ def test_check_warns_when_the_key_may_withdraw(venue):
         fake.withdrawals = True
         [(_, problem, _)] = run(fake, lambda b: b.check(), venue=venue)
         assert "WITHDRAW" in problem
+        fake.withdrawals, fake.may_trade = False, False
+        [(_, problem, _)] = run(fake, lambda b: b.check(), venue=venue)
+        assert problem.startswith("the key lacks the permission to trade") and "Futures" in problem or "Contract" in problem
 
 
 def test_second_leg_rejected_unwinds_the_first_and_records_both(tmp_path):
@@ -125,7 +128,7 @@ def test_second_leg_rejected_unwinds_the_first_and_records_both(tmp_path):
     with FakeVenues() as fake:
         fake.order_faults = [None, "reject"]
         db = Storage(str(tmp_path / "v.db"))
-        cycle, trade = intents()[0]
+        cycle, trade = intents("binance")[0]
 
         async def go():
             ex, b = broker(fake)
@@ -155,21 +158,25 @@ def test_secrets_never_reach_logs_or_the_database(tmp_path, caplog):
         assert secret not in caplog.text and secret.encode() not in raw and secret not in bad["error"]
 
 
-def live_config(tmp_path, fake, monkeypatch, extra=""):
+def live_config(tmp_path, fake, monkeypatch, extra="", venues=("binance",)):
     import time as _time
     from fake_venue import MIN
     from vigil import config
     now = int(_time.time() * 1000) // MIN * MIN - 10 * MIN
-    for base in ("BTC", "ETH"):
-        fake.seed("binance", base, now - 400 * MIN, 400)
-        fake.funding[("binance", base)] = (0.0001, now + 3_600_000, 8.0)
-    monkeypatch.setenv("BINANCE_API_KEY", "TESTKEY")
-    monkeypatch.setenv("BINANCE_API_SECRET", SECRET)
+    sections = ""
+    for venue in venues:
+        for base in ("BTC", "ETH"):
+            fake.seed(venue, base, now - 400 * MIN, 400)
+            fake.funding[(venue, base)] = (0.0001, now + 3_600_000, 8.0)
+        monkeypatch.setenv(f"{venue.upper()}_API_KEY", "TESTKEY")
+        monkeypatch.setenv(f"{venue.upper()}_API_SECRET", SECRET)
+        sections += f"[venue.{venue}]\nrest_url = {fake.url}\nws_url = {fake.ws}\n"
     path = tmp_path / "v.cfg"
     path.write_text(f"[vigil]\nmode = live\ndb = {tmp_path}/v.db\nconsole = false\n"
-                    f"[market]\nvenues = binance\nsymbols = BTC/USDT, ETH/USDT\n"
-                    f"[venue.binance]\nrest_url = {fake.url}\nws_url = {fake.ws}\n"
-                    f"[feeds]\nfunding_venues = binance\ntimeout = 1\nfear_greed_url = {fake.url}/fng/\n{extra}")
+                    f"[market]\nvenues = {', '.join(venues)}\nsymbols = BTC/USDT, ETH/USDT\n"
+                    f"trade_venue = {venues[0]}\n{sections}"
+                    f"[feeds]\nfunding_venues = {', '.join(venues)}\ntimeout = 1\nfear_greed_url = {fake.url}/fng/\n"
+                    f"{extra}")
     return path, config.load(path)
 
 
@@ -250,7 +257,7 @@ def test_every_rejection_is_alerted(tmp_path):
         fake.order_faults = ["reject"]
         alerts = []
         db = Storage(str(tmp_path / "v.db"))
-        cycle, trade = intents()[0]
+        cycle, trade = intents("binance")[0]
 
         async def go():
             ex, b = broker(fake)
@@ -260,3 +267,83 @@ def test_every_rejection_is_alerted(tmp_path):
                 await ex.close()
         asyncio.run(go())
         assert alerts and alerts[0][0] == "order" and "rejected" in alerts[0][1] and "Margin" in alerts[0][1]
+
+
+def test_the_operator_settles_a_difference_by_adopting_or_closing_it(tmp_path, monkeypatch):
+    from vigil import cli
+    with FakeVenues() as fake:
+        path, cfg = live_config(tmp_path, fake, monkeypatch)
+        orch = cli.build(cfg)
+        held = {"id": "5:momentum:BTC/USDT:open", "strategy": "momentum", "symbol": "BTC/USDT", "kind": "directional",
+                "side": "buy", "legs": [{"venue": "binance", "symbol": "BTC/USDT", "side": "buy", "market": "swap",
+                                         "qty": 0.5, "opened_qty": 0.5, "entry": 100.0, "mark": 100.0,
+                                         "funding": 0.0, "funding_ts": 0}],
+                "opened_at": 0, "stop": None, "target": None, "exit_by": 0, "status": "open", "fees": 0.0,
+                "funding": 0.0, "realized_pnl": 0.0, "unrealized_pnl": 0.0, "closed_at": None,
+                "close_reason": None, "proposal_id": "5:momentum:BTC/USDT:open"}
+        orch.db.save_position(held)
+        orch.positions[held["id"]] = held
+
+        async def go():
+            try:
+                fake.extra_positions["BTCUSDT"] = 0.3  # the exchange holds less than the books
+                await orch.reconcile()
+                assert orch.is_halted() and [g["exchange"] for g in orch.gaps] == [0.3]
+                [written] = await orch.settle_gap(orch.gaps[0], close=False)
+                assert written["legs"][0]["qty"] == pytest.approx(0.3) and written["status"] == "open"
+                orch.resume()
+                await orch.reconcile()
+                assert not orch.is_halted() and not orch.gaps
+                fake.extra_positions["BTCUSDT"] = 0.7  # now more than the books: adopt it, then close it
+                await orch.reconcile()
+                assert orch.is_halted() and orch.gaps[0]["books"] == pytest.approx(0.3)
+                [adopted] = await orch.settle_gap(orch.gaps[0], close=True)
+                assert adopted["strategy"] == "operator" and adopted["status"] == "closed"
+                assert fake.net_positions()["BTCUSDT"] == pytest.approx(0.3)  # the extra 0.4 sold at market
+                orch.resume()
+                await orch.reconcile()
+                assert not orch.is_halted()
+                notes = [t for (t,) in orch.db.conn.execute("SELECT text FROM alerts WHERE kind='reconcile'")]
+                assert sum("by the operator" in t for t in notes) == 2  # both recorded
+            finally:
+                await orch.executor.broker.close()
+        asyncio.run(go())
+
+
+def test_check_runs_reconciliation_on_both_venues_and_flags_hedge_mode(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    with FakeVenues(nodelay=True) as fake:
+        path, cfg = live_config(tmp_path, fake, monkeypatch, venues=("binance", "bybit"))
+        ok = subprocess.run([sys.executable, "run.py", "--config", str(path), "check"], cwd=root,
+                            capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "bybit reconciliation (0 positions, 0 open orders)  ok" in " ".join(ok.stdout.split("  "))  \
+            or "bybit reconciliation (0 positions, 0 open orders)" in ok.stdout
+        fake.hedge_mode = True
+        bad = subprocess.run([sys.executable, "run.py", "--config", str(path), "check"], cwd=root,
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 1 and bad.stdout.count("hedge mode (dual side) is on") == 2, bad.stdout
+
+
+def test_clock_refusals_are_retried_after_a_resync_and_three_in_a_row_halt(tmp_path):
+    from live_driver import intents
+    with FakeVenues(nodelay=True) as fake:
+        db = Storage(str(tmp_path / "v.db"))
+        halts = []
+
+        async def go(cycle):
+            ex, b = broker(fake)
+            try:
+                return await Executor(db, b, lambda: False, kill=halts.append).open(intents("binance")[cycle - 1][1],
+                                                                                    cycle, 0)
+            finally:
+                await ex.close()
+        fake.recv_window_errors = 1  # one refusal: the clock is read again and the same id goes through
+        assert asyncio.run(go(1))["status"] == "open" and not halts
+        fake.recv_window_errors = 100  # the clock stays off: nothing is sent and trading halts, saying why
+        position = asyncio.run(go(2))
+        assert halts and "timestamp" in halts[0] and position["status"] == "void"
+        assert all(o["status"] == "rejected" for o in db.orders() if o["cycle"] == 2)

@@ -19,7 +19,7 @@ def closed(position, legs_fills, now, reason, working=()):
     for i, fills in enumerate(legs_fills):
         for f in fills:
             position = tracker.book(position, {"leg": i, "reduce_only": True}, f)
-    return tracker.settle(position, [{"reduce_only": True, "status": s} for s in working], now)
+    return tracker.settle(position, [{"reduce_only": True, "status": s} for s in working], now, final=True)
 
 
 def test_directional_stop_target_and_time_exits():
@@ -51,7 +51,11 @@ def test_close_books_pnl_and_a_partial_exit_stays_closing():
 def test_an_entry_still_working_is_opening_and_one_that_never_filled_is_void():
     p = proposal()
     pos = opened(p, [[fill("o", 1, 100, trade_id="t1")]])
-    assert tracker.settle(pos, [{"reduce_only": False, "status": "open"}], 1)["status"] == "opening"
+    assert tracker.settle(pos, [{"reduce_only": False, "status": "open", "leg": 0}], 1)["status"] == "opening"
+    two = opened(spread(), [[fill("a", 1, 100)], []])  # the second leg's order not sent yet
+    sent = [{"reduce_only": False, "status": "filled", "leg": 0}]
+    assert tracker.settle(dict(two, status="opening"), sent, 1)["status"] == "opening"
+    assert tracker.settle(dict(two, status="opening"), sent, 1, final=True)["status"] == "open"  # none will be
     assert tracker.mark(dict(pos, status="opening"), {("binance", "BTC/USDT"): 1.0}, None, 1)[1] is None
     more = tracker.book(pos, {"leg": 0, "reduce_only": False}, fill("o", 3, 104, trade_id="t2"))
     assert more["legs"][0]["qty"] == 4 and more["legs"][0]["entry"] == pytest.approx(103)  # the fills' VWAP

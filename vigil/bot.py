@@ -25,7 +25,7 @@ class Bot:
         self.chats = {int(c) for c in t["chat_ids"]}
         self.users = {int(u) for u in t["user_ids"]}
         self.allow_groups = t["allow_groups"]
-        self.pending_flatten = {}  # chat id -> time the confirmation was asked
+        self.pending = {}  # chat id -> (action, time the confirmation was asked)
         self.wake = asyncio.Event()
         self.tasks = []
         self.stopping = False
@@ -39,6 +39,8 @@ class Bot:
             "kill": (self.kill, "halt now, mid-cycle; stays halted after a restart"),
             "resume": (self.resume, "lift the halt"),
             "flatten": (self.flatten, "close every position (asks to confirm)"),
+            "adopt": (self.adopt, "differences with the exchange; /adopt N: the books take the exchange's (confirm)"),
+            "closegap": (self.closegap, "/closegap N: adopt difference N, then close it at market (confirm)"),
             "pause": (self.pause, "pause a strategy: /pause NAME"),
             "unpause": (self.unpause, "unpause a strategy: /unpause NAME"),
             "help": (self.help, "this list"),
@@ -188,30 +190,66 @@ class Bot:
         await self._reply(update, "resumed: trading goes on from the next cycle")
 
     async def flatten(self, update, context):
-        chat = update.effective_chat.id
-        asked = self.pending_flatten.get(chat)
-        if asked and time.monotonic() - asked <= CONFIRM_S:
-            await self._do_flatten(update)
+        await self._ask(update, "flatten", "Close every position", f"Close all {len(self.orch.positions)} open "
+                                                                   "positions?")
+
+    async def adopt(self, update, context):
+        await self._gap_command(update, context, "adopt")
+
+    async def closegap(self, update, context):
+        await self._gap_command(update, context, "closegap")
+
+    async def _gap_command(self, update, context, action):
+        gaps = self.orch.gaps
+        if not context.args:
+            await self._reply(update, "\n".join(
+                f"{i}. {g['venue']} {g['symbol']}: books {g['books']:g}, exchange {g['exchange']:g}"
+                for i, g in enumerate(gaps, 1)) or "no differences with the exchange")
             return
-        self.pending_flatten[chat] = time.monotonic()
-        button = InlineKeyboardMarkup([[InlineKeyboardButton("Close every position", callback_data="flatten")]])
-        await self._reply(update, f"Close all {len(self.orch.positions)} open positions? Press the button or "
-                                  f"send /flatten again within {CONFIRM_S} s.", button)
+        n = context.args[0]
+        if not n.isdigit() or not 1 <= int(n) <= len(gaps):
+            await self._reply(update, f"no difference {n}; /adopt lists them")
+            return
+        g = gaps[int(n) - 1]
+        what = (f"{g['venue']} {g['symbol']}: set the books from {g['books']:g} to the exchange's {g['exchange']:g}"
+                + (", then close what no Vigil position explains at market" if action == "closegap" else ""))
+        await self._ask(update, f"{action}:{n}", "Confirm", what + "?")
+
+    async def _ask(self, update, action, button, question):
+        """An action that needs a second yes: the button, or the same command again within CONFIRM_S."""
+        chat = update.effective_chat.id
+        asked = self.pending.get(chat)
+        if asked and asked[0] == action and time.monotonic() - asked[1] <= CONFIRM_S:
+            await self._do(update, action)
+            return
+        self.pending[chat] = (action, time.monotonic())
+        markup = InlineKeyboardMarkup([[InlineKeyboardButton(button, callback_data=action)]])
+        again = "/" + action.replace(":", " ")
+        await self._reply(update, f"{question} Press the button or send {again} again within {CONFIRM_S} s.", markup)
 
     async def confirm(self, update, context):
         query = update.callback_query
         await query.answer()
-        asked = self.pending_flatten.get(update.effective_chat.id)
-        if query.data == "flatten" and asked and time.monotonic() - asked <= CONFIRM_S:
-            await self._do_flatten(update)
+        asked = self.pending.get(update.effective_chat.id)
+        if asked and query.data == asked[0] and time.monotonic() - asked[1] <= CONFIRM_S:
+            await self._do(update, query.data)
         else:
-            await self._reply(update, "that confirmation expired; send /flatten again")
+            await self._reply(update, "that confirmation expired; send the command again")
 
-    async def _do_flatten(self, update):
-        self.pending_flatten.pop(update.effective_chat.id, None)
-        closed, left = await self.orch.flatten()
-        await self._reply(update, f"flatten: {closed} closed, {left} still open"
-                                  + (" (exits retried next cycle)" if left else ""))
+    async def _do(self, update, action):
+        self.pending.pop(update.effective_chat.id, None)
+        if action == "flatten":
+            closed, left = await self.orch.flatten()
+            await self._reply(update, f"flatten: {closed} closed, {left} still open"
+                                      + (" (exits retried next cycle)" if left else ""))
+            return
+        name, n = action.split(":")
+        if int(n) > len(self.orch.gaps):
+            await self._reply(update, "that difference is gone; /adopt lists them")
+            return
+        changed = await self.orch.settle_gap(self.orch.gaps[int(n) - 1], close=name == "closegap")
+        await self._reply(update, "settled: " + "; ".join(f"{p['id']} {p['status']}" for p in changed)
+                          + ". /resume when the books are right.")
 
     async def pause(self, update, context):
         await self._set_paused(update, context, True)

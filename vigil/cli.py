@@ -174,7 +174,8 @@ def build(cfg):
     orch.on_inputs.append(Recorder(db, cfg).record)
     if cfg["vigil"]["mode"] == "live":
         from vigil import reconcile
-        orch.reconciler = lambda: reconcile.reconcile(broker.clients, db, cfg["live"]["balance_tolerance"])
+        orch.reconciler = lambda: reconcile.reconcile(broker.clients, db, cfg["market"]["symbols"],
+                                                      cfg["live"]["balance_tolerance"])
     return orch
 
 
@@ -248,10 +249,10 @@ async def _live_check(cfg):
             if problem and problem.startswith("no API key"):
                 continue
             try:
-                held, resting, _, hedge = await reconcile.venue_state(venue, broker.clients[venue])
-                problem = "hedge mode (dual side) is on: switch the account to one-way mode" if hedge else None
-                rows.append((f"{venue} reconciliation ({len(held)} positions, {len(resting)} open orders)", 0.0,
-                             problem))
+                state = await reconcile.venue_state(venue, broker.clients[venue], cfg["market"]["symbols"][0])
+                problem = "hedge mode (dual side) is on: switch the account to one-way mode" if state["hedge"] else None
+                rows.append((f"{venue} reconciliation ({len(state['positions'])} positions, "
+                             f"{len(state['resting'])} open orders)", 0.0, problem))
             except (ccxt.BaseError, LookupError, ValueError, TypeError) as e:
                 rows.append((f"{venue} reconciliation", 0.0, f"{type(e).__name__}: {str(e)[:150]}"))
         return rows

@@ -43,10 +43,18 @@ class Executor:
         short), closed (unwound) or void (nothing filled).
         """
         position = self.db.position(trade["proposal"]["id"]) or tracker.new_position(trade, now)
-        for i, leg in enumerate(trade["legs"]):
-            order = self._order(cycle, trade["proposal"], position["id"], i, leg["venue"], leg["symbol"],
-                                leg["side"], leg["market"], leg["qty"], leg["price"], "open", False)
-            position = await self._send(position, order, now)
+        if position["status"] != "opening":
+            return position  # a replayed cycle whose trade a restart already settled: nothing more is sent
+        try:
+            for i, leg in enumerate(trade["legs"]):
+                order = self._order(cycle, trade["proposal"], position["id"], i, leg["venue"], leg["symbol"],
+                                    leg["side"], leg["market"], leg["qty"], leg["price"], "open", False)
+                position = await self._send(position, order, now)
+        except Halted:
+            # halted between legs: the legs not sent never will be, and what did fill stays on the books
+            if self.db.position(position["id"]):
+                self._settle(position, now)
+            raise
         return await self._balance(position, cycle, now)
 
     async def close(self, position, cycle, now, reason, strategy=None, force=False):
@@ -86,10 +94,69 @@ class Executor:
         self.working = {o["id"] for o in self.db.orders(statuses=ORDER_WORKING)}
         touched = await self.follow(cycle, now)
         for position in self.db.positions("opening"):
-            if position["id"] not in touched:
-                with self.db.tx():
-                    self.db.save_position(tracker.settle(position, self.db.orders(position_id=position["id"]), now))
+            # legs a crash kept from being sent never will be: a spread left uneven is unwound
+            position = self._settle(position, now)
+            if position["status"] != "opening":
+                touched[position["id"]] = await self._balance(position, cycle, now)
         return touched
+
+    def _settle(self, position, now):
+        """Settles a position for which nothing more will be sent, unless an order of it is still working."""
+        with self.db.tx():
+            position = tracker.settle(position, self.db.orders(position_id=position["id"]), now, final=True)
+            self.db.save_position(position)
+        return position
+
+    def adopt(self, gap, positions, cycle, now):
+        """Makes the books hold what the exchange holds on one venue and symbol, as the operator confirmed.
+
+        Vigil's own positions there are first written down toward the exchange's quantity (an exit booked at
+        the mark, recorded as such); what the exchange holds beyond them becomes a position of its own
+        ('operator'), managed like any other. Returns the positions changed.
+        """
+        price, gap_qty = gap["mark"] or 1.0, round(gap["exchange"] - gap["books"], 12)
+        tag = f"{gap['venue'][:2]}{now // 1000 % 1_000_000}"  # the venue and the second: a unique client id
+        changed = []
+        for position in positions:
+            for i, leg in enumerate(position["legs"]):
+                sign = 1 if leg["side"] == "buy" else -1
+                if (leg["venue"], leg["symbol"]) != (gap["venue"], gap["symbol"]) or sign * gap_qty >= 0:
+                    continue
+                qty = min(leg["qty"], abs(gap_qty))
+                if qty <= 0:
+                    continue
+                order = self._order(cycle, {"id": f"{position['id']}:adopt", "strategy": "operator"},
+                                    position["id"], i, leg["venue"], leg["symbol"],
+                                    "sell" if sign > 0 else "buy", leg["market"], qty, price, "write-down",
+                                    True, tag)
+                rest = sum(other["qty"] for other in position["legs"]) - qty
+                reason = "written down to the exchange" if rest <= tracker.DUST else position["close_reason"]
+                position = self._adopted(dict(position, close_reason=reason), order, now)
+                gap_qty += sign * qty
+                changed.append(position)
+        if abs(gap_qty) > 1e-12:
+            side = "buy" if gap_qty > 0 else "sell"
+            leg = {"venue": gap["venue"], "symbol": gap["symbol"], "side": side, "market": "swap",
+                   "qty": abs(gap_qty), "price": price, "notional": abs(gap_qty) * price}
+            proposal = {"id": f"{cycle}:operator:{gap['symbol']}:{tag}", "strategy": "operator",
+                        "symbol": gap["symbol"], "side": side, "kind": "directional", "intent": "open",
+                        "position_id": None, "legs": [{k: leg[k] for k in ("venue", "symbol", "side", "market")}],
+                        "confidence": 1.0, "entry": price, "stop": None, "target": None, "max_hold_s": 0,
+                        "reason": "adopted from the exchange by the operator", "created_at": now}
+            position = tracker.new_position({"proposal": proposal, "legs": [leg], "checks": []}, now)
+            order = self._order(cycle, proposal, position["id"], 0, gap["venue"], gap["symbol"], side, "swap",
+                                abs(gap_qty), price, "adopt", False, tag)
+            changed.append(self._adopted(position, order, now))
+        return changed
+
+    def _adopted(self, position, order, now):
+        """Books an order that never went to the exchange: what the operator confirmed it already holds."""
+        order = dict(order, status="filled", filled=order["qty"], avg_price=order["ref_price"], created_at=now,
+                     error="booked by the operator to match the exchange; nothing was sent")
+        fill = {"order_id": order["id"], "trade_id": f"operator:{order['id']}", "venue": order["venue"],
+                "symbol": order["symbol"], "side": order["side"], "qty": order["qty"], "price": order["ref_price"],
+                "fee": 0.0, "fee_ccy": "USDT", "fee_usdt": 0.0, "liquidity": "taker", "ts": now}
+        return self._record(position, order, [fill], now)
 
     async def _balance(self, position, cycle, now):
         """A spread must stay delta-neutral: once no entry is working, legs that filled unequally are unwound."""
@@ -126,7 +193,7 @@ class Executor:
             "strategy": proposal["strategy"], "leg": leg, "venue": venue, "symbol": symbol,
             "side": side, "market": market, "type": "market", "qty": qty, "price": None, "ref_price": ref_price,
             "reduce_only": reduce_only, "status": "pending", "filled": 0.0, "avg_price": None, "fee": 0.0,
-            "fee_ccy": "USDT", "exchange_id": None, "error": None, "created_at": 0, "missing_since": None,
+            "fee_ccy": "USDT", "exchange_id": None, "error": None, "created_at": 0, "missing": None,
         })
 
     async def _send(self, position, order, now, force=False):

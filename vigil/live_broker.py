@@ -21,10 +21,11 @@ class LiveBroker:
     again for up to patience_s; what is still working then is carried and followed by later cycles.
     """
 
-    def __init__(self, clients, patience_s=3.0, window_s=30.0):
+    def __init__(self, clients, patience_s=3.0, window_s=30.0, missing_lookups=10):
         self.clients = clients  # venue -> ccxt async client with keys
         self.patience_s = patience_s  # how long one call follows a working or unknown order
-        self.window_s = window_s  # 'not found' proves absence only after this long (lookups lag placement)
+        # 'Not found' proves absence only after this long and this many answers in a row: lookups lag placement.
+        self.window_s, self.missing_lookups = window_s, missing_lookups
         self.clock_errors = {}  # venue -> consecutive timestamp refusals
         self.alarm = None  # a reason to halt trading, taken by the executor
         self.clock, self.sleep = time.time, asyncio.sleep  # tests run both on virtual time
@@ -34,7 +35,8 @@ class LiveBroker:
         symbol = venues.market_symbol(order["venue"], order["symbol"])
         try:
             await ex.load_markets()
-            amount = float(ex.amount_to_precision(symbol, order["qty"]))
+            # ccxt truncates to the step: 0.39999999999999997 (0.7 - 0.3) must still be 0.4, not 0.399
+            amount = float(ex.amount_to_precision(symbol, order["qty"] * (1 + 1e-12)))
         except ccxt.OperationFailed as e:
             return _rejected(order, f"not sent, markets unavailable: {type(e).__name__}"), []
         except ccxt.ExchangeError as e:  # bad symbol, size below precision, keys refused: nothing was sent
@@ -106,8 +108,11 @@ class LiveBroker:
                 warnings = []
                 if abs(skew_ms) > 1000:
                     warnings.append(f"clock skew {skew_ms} ms")
-                if await _may_withdraw(ex, venue):
+                may_withdraw, missing = await _permissions(ex, venue)
+                if may_withdraw:
                     warnings.append("the key may WITHDRAW: create one without that permission")
+                if missing:
+                    warnings.append(f"the key lacks the permission to {missing}")
                 details = f"USDT free {balance.get('USDT', {}).get('free')}, clock skew {skew_ms} ms"
                 rows.append((venue, "; ".join(warnings) or None, details))
             except ccxt.BaseError as e:
@@ -118,7 +123,8 @@ class LiveBroker:
         """What became of an order, asked by its client id until it is final or patience_s has passed.
 
         'Not found' is not proof of absence at first (lookups lag placement): the order stays unknown until
-        window_s after the first 'not found', then counts as never placed ('cancelled', nothing filled).
+        window_s after the first 'not found' and missing_lookups of them in a row, then counts as never placed
+        ('cancelled', nothing filled).
         known is the (order, fills) answer already in hand, kept if every lookup fails.
         """
         ex = self.clients[order["venue"]]
@@ -131,12 +137,15 @@ class LiveBroker:
                 answer = await _lookup(ex, order["venue"], symbol, order["id"])
             except ccxt.OrderNotFound:
                 now_ms = int(self.clock() * 1000)
-                since = order.get("missing_since") or now_ms
+                since, count = order.get("missing") or (now_ms, 0)
+                count += 1
                 # An order the venue answered with its own id exists, whatever a lagging lookup says.
-                if not order["exchange_id"] and now_ms - since >= self.window_s * 1000:
-                    return dict(order, status="cancelled", error=f"not at the exchange after {self.window_s:g} s "
-                                                                 "of lookups: never placed"), []
-                order = dict(order, status="unknown", missing_since=since, error="not found yet: looking again")
+                if (not order["exchange_id"] and now_ms - since >= self.window_s * 1000
+                        and count >= self.missing_lookups):
+                    return dict(order, status="cancelled", missing=[since, count],
+                                error=f"not found by {count} lookups over {(now_ms - since) / 1000:.0f} s: "
+                                      "never placed"), []
+                order = dict(order, status="unknown", missing=[since, count], error="not found yet: looking again")
                 best = (order, best[1]) if best[0]["status"] in ("pending", "unknown") else best
             except ccxt.BaseError as e:
                 if _clock_refused(e):
@@ -148,7 +157,7 @@ class LiveBroker:
                     best = (dict(best[0], status="unknown", error=f"lookup failed: {type(e).__name__}"), best[1])
             else:
                 self.clock_errors[order["venue"]] = 0
-                best = await self._booked(ex, symbol, dict(order, missing_since=None), answer)
+                best = await self._booked(ex, symbol, dict(order, missing=None), answer)
                 if best[0]["status"] not in ORDER_WORKING:
                     return best
                 order = best[0]
@@ -223,12 +232,17 @@ async def _usdt_price(ex, symbol, ccy, fill_price, known):
     return known[ccy]
 
 
-async def _may_withdraw(ex, venue):
-    """Whether the key carries withdrawal permission, as the venue's key-info endpoint reports it."""
+async def _permissions(ex, venue):
+    """(may withdraw, what trading permission is missing or None), as the venue's key-info endpoint reports them."""
     if venue == "bybit":
         info = (await ex.private_get_v5_user_query_api()).get("result") or {}
-        return "Withdraw" in ((info.get("permissions") or {}).get("Wallet") or [])
-    return bool((await ex.sapi_get_account_apirestrictions()).get("enableWithdrawals"))
+        permissions = info.get("permissions") or {}
+        contract = set(permissions.get("ContractTrade") or [])
+        missing = None if {"Order", "Position"} <= contract else "trade derivatives (ContractTrade: Order, Position)"
+        return "Withdraw" in (permissions.get("Wallet") or []), missing
+    info = await ex.sapi_get_account_apirestrictions()
+    missing = None if info.get("enableFutures") else "trade futures (Enable Futures)"
+    return bool(info.get("enableWithdrawals")), missing
 
 
 def _clock_refused(e):

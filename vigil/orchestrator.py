@@ -48,6 +48,7 @@ class Orchestrator:
         self.failing = set()
         self.answers = None  # the feeds' errors and strategies' answers last compared
         self.reported = set()  # reconciliation findings already alerted: each is alerted once
+        self.gaps = []  # the last reconciliation's position differences, for the operator to settle
 
     def _load_positions(self):
         """The live positions and the closed PnL as the database holds them (start, and after a halt mid-step)."""
@@ -89,13 +90,32 @@ class Orchestrator:
             now = self.last["started_at"] if self.last else int(time.time() * 1000)
             await self.executor.recover(self.cycle_n + 1, now)  # books what a crash or a late fill left
             self._load_positions()
-            problems, notices = await self.reconciler()
+            problems, notices, self.gaps = await self.reconciler()
         for text in problems + notices:
             if text not in self.reported:  # the same finding is alerted once, not every few cycles
                 self.alert("reconcile", text)
         self.reported = set(problems + notices)
         if problems and not self.is_halted():
             self.kill("reconciliation: " + "; ".join(problems))
+
+    async def settle_gap(self, gap, close):
+        """The operator settles a difference reconciliation found: the books adopt the exchange's quantity, and
+        with close the part no Vigil position explained is closed at market. Returns the positions changed."""
+        async with self.trading:
+            now = self.last["started_at"] if self.last else int(time.time() * 1000)
+            changed = []
+            for position in self.executor.adopt(gap, list(self.positions.values()), self.cycle_n + 1, now):
+                self._book(position)
+                if close and position["strategy"] == "operator" and position["status"] == "open":
+                    position = await self.executor.close(position, self.cycle_n + 1, now, "operator close",
+                                                         "operator", force=True)
+                    self._book(position)
+                changed.append(position)
+        self.gaps = [g for g in self.gaps if g is not gap]
+        self.reported.clear()  # a difference that remains is alerted again at the next reconciliation
+        self.alert("reconcile", f"{gap['venue']} {gap['symbol']}: books {gap['books']:g} set to the exchange's "
+                                f"{gap['exchange']:g} by the operator" + (", the rest closed at market" if close else ""))
+        return changed
 
     def paused(self):
         return set(self.paused_names)

@@ -1,41 +1,49 @@
 """Compares the exchanges' positions, resting orders and wallet balances with the database and names every difference."""
 import ccxt
 
+from vigil import venues
 from vigil.schemas import ORDER_WORKING, POSITION_LIVE
 
 TOLERANCE = 1e-9
 UNREACHABLE = 3  # reconciliations in a row a venue may fail to answer before trading halts
 
 
-async def venue_state(venue, ex):
+async def venue_state(venue, ex, symbol):
     """What one venue holds, asked the way its API accepts; `check` runs exactly these calls.
 
-    Returns ({symbol: signed quantity}, resting orders, USDT wallet balance, hedge mode on).
+    symbol is one config symbol, asked on its own where the venue only then reveals the account's mode.
+    Returns {"positions": {symbol: signed quantity}, "marks": {symbol: mark price}, "resting": [orders],
+    "wallet": USDT wallet balance, "hedge": hedge mode on}.
     """
     if venue == "bybit":
         # ccxt's bybit refuses a list of symbols; Bybit answers every linear position by settle coin.
         held = await ex.fetch_positions(None, {"category": "linear", "settleCoin": "USDT"})
         resting = await ex.fetch_open_orders(None, None, None, {"category": "linear", "settleCoin": "USDT"})
-        hedge = any(str((p.get("info") or {}).get("positionIdx") or "0") != "0" for p in held)
+        # asked by symbol, Bybit lists a flat position too, with the index that tells the account's mode
+        probe = await ex.fetch_positions([venues.swap_symbol(symbol)])
+        hedge = any(str((p.get("info") or {}).get("positionIdx") or "0") != "0" for p in held + probe)
     else:
         held = await ex.fetch_positions()
         ex.options["warnOnFetchOpenOrdersWithoutSymbol"] = False  # one request for every symbol is what we want
         resting = await ex.fetch_open_orders()
         hedge = str((await ex.fapiPrivateGetPositionSideDual()).get("dualSidePosition")).lower() == "true"
-    actual = {}
+    actual, marks = {}, {}
     for pos in held:
         size = float(pos.get("contracts") or 0) * float(pos.get("contractSize") or 1)
         symbol = pos["symbol"].split(":")[0]
         actual[symbol] = actual.get(symbol, 0.0) + (size if pos.get("side") == "long" else -size)
-    return actual, resting, _wallet_usdt(venue, await ex.fetch_balance()), hedge
+        marks[symbol] = float(pos.get("markPrice") or pos.get("entryPrice") or 0)
+    return {"positions": actual, "marks": marks, "resting": resting,
+            "wallet": _wallet_usdt(venue, await ex.fetch_balance()), "hedge": hedge}
 
 
-async def reconcile(clients, db, balance_tolerance):
-    """Returns (problems, notices): a problem halts trading, a notice (something Vigil did not create) is reported.
-
-    Orders still working are being followed by the executor, so a symbol with one is not compared this time.
+async def reconcile(clients, db, symbols, balance_tolerance):
+    """Returns (problems, notices, gaps): a problem halts trading, a notice (something Vigil did not create) is
+    reported, and each gap ({venue, symbol, books, exchange, mark}) is a position difference the operator can
+    settle. Orders still working are being followed by the executor, so a symbol with one is not compared.
+    symbols are the configured ones (see venue_state).
     """
-    problems, notices, wallets = [], [], {}
+    problems, notices, wallets, gaps = [], [], {}, []
     booked = {p["id"] for p in db.positions()}
     for o in db.orders(statuses=("filled", "partial")):
         if o["position_id"] not in booked:
@@ -52,14 +60,15 @@ async def reconcile(clients, db, balance_tolerance):
     failures = db.get("unreachable") or {}
     for venue, ex in clients.items():
         try:
-            actual, resting, wallets[venue], hedge = await venue_state(venue, ex)
+            state = await venue_state(venue, ex, symbols[0])
         except (ccxt.BaseError, LookupError, ValueError, TypeError) as e:
             failures[venue] = failures.get(venue, 0) + 1
             text = f"{venue}: positions, orders or balance unavailable ({type(e).__name__})"
             (problems if failures[venue] >= UNREACHABLE else notices).append(text)
             continue
         failures[venue] = 0
-        if hedge:
+        actual, wallets[venue] = state["positions"], state["wallet"]
+        if state["hedge"]:
             problems.append(f"{venue}: the account is in hedge mode (dual side); Vigil trades one-way mode only")
         for key in sorted(set(expected) | {(venue, s) for s in actual}):
             if key[0] != venue or key in followed:
@@ -71,8 +80,10 @@ async def reconcile(clients, db, balance_tolerance):
                 notices.append(f"{venue} {key[1]}: a position of {have:g} that Vigil did not open, left alone")
             else:
                 problems.append(f"{venue} {key[1]}: the database holds {want:g}, the exchange {have:g}")
+                gaps.append({"venue": venue, "symbol": key[1], "books": want, "exchange": have,
+                             "mark": state["marks"].get(key[1])})
         mine = {o["id"] for o in working}
-        for o in resting:
+        for o in state["resting"]:
             cid = o.get("clientOrderId") or ""
             if cid in mine:
                 continue
@@ -83,7 +94,7 @@ async def reconcile(clients, db, balance_tolerance):
     db.put("unreachable", failures)
     if len(wallets) == len(clients):
         _balances(db, sum(wallets.values()), balance_tolerance, problems, notices)
-    return problems, notices
+    return problems, notices, gaps
 
 
 def _balances(db, wallet, tolerance, problems, notices):

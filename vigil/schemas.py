@@ -99,6 +99,8 @@ SCHEMAS = {
         "filled": (NUM, _NONNEG), "avg_price": (OPT_NUM, None), "fee": (NUM, None),
         "fee_ccy": (str, None), "exchange_id": (OPT_STR, None), "error": (OPT_STR, None),
         "created_at": (int, None),
+        # [first 'not found' (ms), 'not found' answers in a row] while a lookup has not found it yet
+        "missing": ((list, type(None)), None),
     },
     # One execution, keyed by (venue, trade_id): a trade reported twice is stored once.
     "Fill": {

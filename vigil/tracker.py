@@ -40,10 +40,15 @@ def book(position, order, fill):
     return position
 
 
-def settle(position, orders, now):
-    """The position's status from its orders (dicts of every order it sent) and the quantity its fills left."""
+def settle(position, orders, now, final=False):
+    """The position's status from its orders (dicts of every order it sent) and the quantity its fills left.
+
+    A leg with no entry order yet keeps an opening position opening (the rest of the trade is still to be
+    sent), unless final: nothing more will be sent for it (a halt, or a restart settling what a crash left).
+    """
     working = [o for o in orders if o["status"] in schemas.ORDER_WORKING]
-    if any(not o["reduce_only"] for o in working):
+    unsent = len({o["leg"] for o in orders if not o["reduce_only"]}) < len(position["legs"])
+    if any(not o["reduce_only"] for o in working) or unsent and not final and position["status"] == "opening":
         status = "opening"
     elif not any(leg["opened_qty"] for leg in position["legs"]):
         status = "void"  # every entry order ended without a fill

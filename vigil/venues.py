@@ -28,6 +28,7 @@ def client(cfg, venue, timeout_s, throttled=True, keys=False):
     ex = getattr(ccxt.pro, name)({"enableRateLimit": throttled, "timeout": int(timeout_s * 1000),
                                   "options": {"defaultType": default, "fetchMarkets": {"types": types},
                                               "fetchCurrencies": False}})  # markets are all we need
+    ex.has["fetchCurrencies"] = False  # bybit ignores the option above and asks a private asset endpoint
     section = cfg.get(f"venue.{venue}", {})
     if keys:  # live trading: keys from the environment, never from the config file
         ex.apiKey = os.environ.get(section["key_env"], "")
