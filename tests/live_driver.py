@@ -51,9 +51,14 @@ async def main(db_path, binance_url, bybit_url):
     finally:
         for ex in clients.values():
             await ex.close()
-    print("problems:", "; ".join(problems) or "none", flush=True)
-    print("done", flush=True)
+    return "problems: " + ("; ".join(problems) or "none")
+
+
+def run(db_path, binance_url, bybit_url, out_path):
+    """One process's run (a forkserver child in the crash test): what reconciliation found, then 'done'."""
+    found = asyncio.run(main(db_path, binance_url, bybit_url))
+    Path(out_path).write_text(f"{found}\ndone\n")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    print(asyncio.run(main(*sys.argv[1:4])))
