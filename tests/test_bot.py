@@ -192,3 +192,37 @@ def test_alerts_survive_an_outage_and_rate_limits_in_order(tmp_path, monkeypatch
         lines = [line for t in api.texts(OPERATOR) for line in t.splitlines() if "while down" in line]
         assert lines == [f"[test] alert {i} while down" for i in range(5)]
         assert [line for t in api.texts(GROUP) for line in t.splitlines() if "while down" in line] == lines
+
+
+def test_a_difference_with_the_exchange_is_settled_only_once_confirmed(tmp_path, monkeypatch):
+    with FakeBotAPI() as api:
+        cfg, orch = make(tmp_path, api, monkeypatch)
+
+        async def go():
+            await orch.run(cycles=3, interval=0)
+            orch.gaps = [{"venue": "binance", "symbol": "ETH/USDT", "books": 0.0, "exchange": -0.2, "mark": 2000.0}]
+            orch.kill("reconciliation: binance ETH/USDT: the database holds 0, the exchange -0.2")
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                assert await ask(api, "/adopt") == "1. binance ETH/USDT: books 0, exchange -0.2"
+                assert "no difference 2" in await ask(api, "/adopt 2")
+                asked = await ask(api, "/adopt 1")
+                assert "set the books from 0 to the exchange's -0.2" in asked and "/adopt 1 again" in asked
+                assert not [p for p in orch.positions.values() if p["strategy"] == "operator"]  # not before yes
+                assert "expired" in await press(api, "flatten")  # another action's button does not confirm it
+                assert (await ask(api, "/adopt 1")).startswith("settled:")
+                [adopted] = [p for p in orch.positions.values() if p["strategy"] == "operator"]
+                assert adopted["side"] == "sell" and adopted["legs"][0]["qty"] == 0.2 and orch.is_halted()
+                assert not orch.gaps and "by the operator" in orch.db.conn.execute(
+                    "SELECT text FROM alerts ORDER BY id DESC").fetchone()[0]
+            finally:
+                await bot.stop()
+        asyncio.run(go())
+
+
+async def press(api, data):
+    before = len(api.sent)
+    api.press(data)
+    await until(lambda: replies(api, OPERATOR, before))
+    return replies(api, OPERATOR, before)[-1]
