@@ -186,3 +186,36 @@ def test_every_fill_is_booked_once_when_exits_fill_in_parts(tmp_path):
             assert leg["qty"] == pytest.approx(entered - exited, rel=1e-9, abs=1e-12)
             if p["status"] == "closed":
                 assert exited == pytest.approx(entered, rel=1e-9)
+
+
+def test_stops_fire_inside_the_bar_at_the_stop_or_a_gapped_open(tmp_path):
+    """A bar after the entry whose low (long) or high (short) crossed the stop exits in that bar, at the stop or
+    at the open when the bar gapped through it (less the fill model's slippage), never at a later close."""
+    cfg = config.load(cfg_file(tmp_path))
+    market = SimMarket(cfg)
+    rows = {s: [market.buf[0, k, i].tolist() for i in range(market.rows)] for k, s in enumerate(cfg["market"]["symbols"])}
+    for _ in range(3000):
+        asyncio.run(market.tick())
+        for s in rows:
+            rows[s].append(list(map(float, market.candles()["data"]["binance"][s][-1])))
+    data = {s: np.array(r, float) for s, r in rows.items()}
+    backtest.run(cfg, data, {}, str(tmp_path / "bt.db"), str(tmp_path / "eq.csv"), progress=None)
+    db = Storage(str(tmp_path / "bt.db"))
+    bars = {(s, int(r[0])): r for s, c in data.items() for r in c}
+    fired = 0
+    for p in db.positions("closed"):
+        if p["close_reason"] != "stop":
+            continue
+        exits = [o for o in db.orders(position_id=p["id"]) if o["reduce_only"]]
+        first = db.fills(exits[0]["id"])[0]
+        ts, o, h, low, c, v = bars[(p["symbol"], first["ts"])]
+        long = p["side"] == "buy"
+        if exits[0]["type"] == "stop":
+            fired += 1
+            assert (low <= p["stop"]) if long else (h >= p["stop"])  # the bar crossed it
+            level = min(o, p["stop"]) if long else max(o, p["stop"])
+            assert first["price"] == pytest.approx(level, rel=0.01)
+            assert (first["price"] <= level) if long else (first["price"] >= level)  # slippage only against us
+        else:  # the entry's own bar closed beyond the stop: the exit is at that close, at market
+            assert first["ts"] < p["opened_at"] and ((c <= p["stop"]) if long else (c >= p["stop"]))
+    assert fired >= 3

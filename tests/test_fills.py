@@ -38,3 +38,18 @@ def test_limit_fills_only_when_crossed_at_the_limit_with_maker_fee():
 
 def test_no_volume_no_fill():
     assert fills.simulate(order(1), dict(BAR, volume=0.0), FILLS) is None
+
+
+def test_a_crossed_stop_or_target_fills_at_its_level_or_at_a_gapped_open():
+    slip = 1 / 1e4 + 0.003 * (10 / 1000) ** 0.5
+    gap_down = dict(BAR, open=96.0, low=95.0)
+    # a long's stop (sell) at 99: inside the bar at 99; when the bar opened below it, at that open (worse)
+    assert fills.simulate(order(10, "sell", "stop", 99.0), BAR, FILLS)["price"] == pytest.approx(99 * (1 - slip))
+    assert fills.simulate(order(10, "sell", "stop", 99.0), gap_down, FILLS)["price"] == pytest.approx(96 * (1 - slip))
+    # a short's stop (buy) at 101.5: there, or at an open above it
+    assert fills.simulate(order(10, "buy", "stop", 101.5), BAR, FILLS)["price"] == pytest.approx(101.5 * (1 + slip))
+    gap_up = dict(BAR, open=103.0, high=104.0)
+    assert fills.simulate(order(10, "buy", "stop", 101.5), gap_up, FILLS)["price"] == pytest.approx(103 * (1 + slip))
+    # a long's target (sell) at 101.5: there, or at an open above it (better)
+    assert fills.simulate(order(10, "sell", "target", 101.5), BAR, FILLS)["price"] == pytest.approx(101.5 * (1 - slip))
+    assert fills.simulate(order(10, "sell", "target", 101.5), gap_up, FILLS)["price"] == pytest.approx(103 * (1 - slip))

@@ -57,8 +57,11 @@ class Executor:
             raise
         return await self._balance(position, cycle, now)
 
-    async def close(self, position, cycle, now, reason, strategy=None, force=False):
-        """Sends a reduce-only order for what is left of every leg; one exit in flight at a time."""
+    async def close(self, position, cycle, now, reason, strategy=None, force=False, level=None):
+        """Sends a reduce-only order for what is left of every leg; one exit in flight at a time.
+
+        level: the stop or target the last bar crossed; the order is then of that type, at that price.
+        """
         if tracker.exit_in_flight(position, self.db.orders(position_id=position["id"])):
             return position
         position = dict(position, close_reason=position["close_reason"] or reason)
@@ -70,6 +73,8 @@ class Executor:
             order = self._order(cycle, {"id": f"{position['id']}:exit", "strategy": strategy or position["strategy"]},
                                 position["id"], i, leg["venue"], leg["symbol"], side, leg["market"],
                                 leg["qty"], leg["mark"], "close", True, opened)
+            if level is not None:
+                order.update(type=reason, price=level)
             position = await self._send(position, order, now, force)
         return position
 

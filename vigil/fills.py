@@ -16,9 +16,15 @@ def simulate(order, bar, params):
             return None
         price, rate, liquidity = limit, params["maker_fee"], "maker"
     else:
+        base = bar["close"]
+        if order["type"] != "market":
+            # A stop or target the bar crossed: it fills there, or at the open when the bar gapped past it
+            # (worse for a stop, better for a target), then slips like any market order.
+            worse = (order["type"] == "stop") == (not buy)
+            base = (min if worse else max)(bar["open"], order["price"])
         # Square-root impact law: slippage grows with the square root of the bar volume share taken.
         slip = params["slippage_bps"] / 1e4 + params["impact"] * (qty / bar["volume"]) ** 0.5
-        price = bar["close"] * (1 + slip if buy else 1 - slip)
+        price = base * (1 + slip if buy else 1 - slip)
         rate, liquidity = params["taker_fee"], "taker"
     return {"order_id": order["id"], "venue": order["venue"], "symbol": order["symbol"],
             "side": order["side"], "qty": qty, "price": price, "fee": qty * price * rate,

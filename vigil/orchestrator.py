@@ -212,7 +212,8 @@ class Orchestrator:
         self._step("feeds")
         feeds = await self._feeds(now)
         rec["feeds"] = {"candles": candles["error"], **{k: f["error"] for k, f in feeds.items()}}  # None: ok
-        prices = self._prices()
+        bars = self._bars()
+        prices = {key: bar["close"] for key, bar in bars.items()}
         inputs = {"n": n, "now": now, "candles": candles, "trend": self.trend.update(candles), "feeds": feeds,
                   "positions": list(self.positions.values()), "equity": self.equity(),
                   "day_start_equity": self._day_start(now), "prices": prices, "veto": self.veto,
@@ -224,7 +225,7 @@ class Orchestrator:
         self._veto(inputs["veto"], rec["veto"])
         self._alert_changes(rec)
         async with self.trading:
-            await self._execute_and_track(n, now, rec, verdicts, feeds, prices)
+            await self._execute_and_track(n, now, rec, verdicts, feeds, bars)
 
     def _alert_changes(self, rec):
         """Strategies failing and feeds going down are alerted when they start, and when they recover."""
@@ -247,7 +248,7 @@ class Orchestrator:
             self.alert("feed", f"feed {k} back")
         self.feed_errors = down
 
-    async def _execute_and_track(self, n, now, rec, verdicts, feeds, prices):
+    async def _execute_and_track(self, n, now, rec, verdicts, feeds, bars):
         self._step("execute")
         for position in (await self.executor.follow(n, now)).values():  # orders earlier cycles left working
             self._book(position)
@@ -270,13 +271,13 @@ class Orchestrator:
         funding = feeds["funding"]["data"] if feeds["funding"]["ok"] else None
         for pid in list(self.positions):
             old = self.positions[pid]
-            position, reason = tracker.mark(old, prices, funding, now)
+            position, reason, level = tracker.mark(old, bars, funding, now)
             if position["funding"] != old["funding"]:
                 self.db.save_position(position)  # booked funding is money: stored at once; marks are recomputed
             self.positions[pid] = position
             if reason and pid not in acted:
                 rec["orders"] += len(position["legs"])
-                await self._close(position, n, now, reason, rec)
+                await self._close(position, n, now, reason, rec, level)
         self.in_flight = "record"
 
     async def _feeds(self, now):
@@ -308,8 +309,8 @@ class Orchestrator:
         if bool(veto) != bool(active):
             self.alert("veto", f"veto on: {veto['reason']}" if veto else "veto off")
 
-    async def _close(self, position, n, now, reason, rec):
-        position = await self.executor.close(position, n, now, reason)
+    async def _close(self, position, n, now, reason, rec, level=None):
+        position = await self.executor.close(position, n, now, reason, level=level)
         self._book(position)
         if position["status"] != "closed":
             rec["notes"].append(f"exit of {position['id']} not complete yet: followed next cycle")
@@ -325,14 +326,14 @@ class Orchestrator:
             self.alert("trade", f"closed {position['id']} ({position['close_reason']}): "
                                 f"pnl {position['realized_pnl']:+.2f}")
 
-    def _prices(self):
-        prices, market = {}, self.cfg["market"]
+    def _bars(self):
+        bars, market = {}, self.cfg["market"]
         for venue in market["venues"]:
             for symbol in market["symbols"]:
                 bar = self.source.bar(venue, symbol)
                 if bar:
-                    prices[(venue, symbol)] = bar["close"]
-        return prices
+                    bars[(venue, symbol)] = bar
+        return bars
 
     def equity(self):
         equity = self.cfg["vigil"]["starting_equity"] + self.closed_pnl

@@ -91,7 +91,8 @@ SCHEMAS = {
         "position_id": (str, None), "strategy": (str, None), "leg": (int, None),
         "venue": (str, None), "symbol": (str, None), "side": (str, _SIDE),
         "market": (str, _one_of("swap", "spot")),
-        "type": (str, _one_of("market", "limit")), "qty": (NUM, _POS), "price": (OPT_NUM, None),
+        # stop, target: the exit of a level the last bar crossed; price is the level (the sim fills there)
+        "type": (str, _one_of("market", "limit", "stop", "target")), "qty": (NUM, _POS), "price": (OPT_NUM, None),
         "ref_price": (OPT_NUM, None), "reduce_only": (bool, None),
         # pending: written, not yet answered; open: working at the venue; unknown: the answer proved nothing.
         # The other four are final: partial means done with part of the quantity (the rest expired).

@@ -68,17 +68,25 @@ def exit_in_flight(position, orders):
     return any(o["reduce_only"] and o["status"] in schemas.ORDER_WORKING for o in orders)
 
 
-def mark(position, prices, funding, now):
-    """Marks every leg, books funding settlements passed since the last mark, returns (position, exit reason)."""
+def mark(position, bars, funding, now):
+    """Marks every leg at its bar's close, books funding settlements passed since the last mark.
+
+    bars: {(venue, symbol): Bar}, the latest closed bar of each. Returns (position, exit reason, level): level
+    is the stop or target a bar after the entry crossed (the price an exit resting there would fill at), or
+    None for an exit at market.
+    """
     position = dict(position, legs=[dict(leg) for leg in position["legs"]])
     for leg in position["legs"]:
-        leg["mark"] = prices.get((leg["venue"], leg["symbol"]), leg["mark"])
+        bar = bars.get((leg["venue"], leg["symbol"]))
+        if bar:
+            leg["mark"] = bar["close"]
         rate = (funding or {}).get(leg["symbol"], {}).get(leg["venue"])
         if leg["market"] == "swap" and rate:
             _accrue(position, leg, rate, now)
     position["unrealized_pnl"] = sum((leg["mark"] - leg["entry"]) * leg["qty"] * _sign(leg["side"])
                                      for leg in position["legs"])
-    return position, _exit_reason(position, now)
+    leg = position["legs"][0]
+    return (position, *_exit(position, bars.get((leg["venue"], leg["symbol"])), now))
 
 
 def _accrue(position, leg, rate, now):
@@ -97,19 +105,24 @@ def _accrue(position, leg, rate, now):
     position["realized_pnl"] += amount
 
 
-def _exit_reason(position, now):
+def _exit(position, bar, now):
+    """(reason, level) of the exit due now, or (None, None)."""
     if position["status"] == "opening":
-        return None  # its entry orders are still working: nothing to close yet
+        return None, None  # its entry orders are still working: nothing to close yet
     if position["status"] == "closing":
-        return position["close_reason"]  # an exit that filled only partly goes on until done
+        return position["close_reason"], None  # an exit that filled only partly goes on at market until done
+    if position["kind"] == "directional":
+        long = position["side"] == "buy"
+        low = high = position["legs"][0]["mark"]
+        inside = bool(bar) and bar["ts"] >= position["opened_at"]  # a whole bar since the entry
+        if inside:  # where the price went inside it, not only where it closed
+            low, high = bar["low"], bar["high"]
+        stop, target = position["stop"], position["target"]
+        # the stop first when both are inside one bar: the bar's path is unknown, so assume the worse
+        if stop is not None and (low <= stop if long else high >= stop):
+            return "stop", stop if inside else None
+        if target is not None and (high >= target if long else low <= target):
+            return "target", target if inside else None
     if position["exit_by"] and now >= position["exit_by"]:
-        return "time"
-    if position["kind"] != "directional":
-        return None
-    price = position["legs"][0]["mark"]
-    long = position["side"] == "buy"
-    if position["stop"] is not None and (price <= position["stop"] if long else price >= position["stop"]):
-        return "stop"
-    if position["target"] is not None and (price >= position["target"] if long else price <= position["target"]):
-        return "target"
-    return None
+        return "time", None
+    return None, None
