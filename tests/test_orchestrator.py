@@ -189,3 +189,16 @@ def test_a_crash_between_write_ahead_and_send_is_resolved_on_restart(tmp_path):
     assert len(crashed.db.fills()) == 2 and len(crashed.db.positions("open")) == 1
     [held] = crashed.db.positions("open")
     assert [leg["qty"] for leg in held["legs"]] == [f["qty"] for f in crashed.db.fills()]
+
+
+def test_a_paused_strategy_stops_entering_but_still_exits(tmp_path):
+    orch = make(tmp_path, enabled="funding_arb")
+    run(orch, 800)
+    orch.set_paused("funding_arb", True)
+    paused_at = orch.last["started_at"]
+    held = set(orch.positions)
+    run(orch, 3000)
+    after = [p for p in orch.db.positions() if p["opened_at"] > paused_at]
+    closed = [p for p in orch.db.positions("closed") if p["closed_at"] > paused_at and p["id"] in held]
+    assert held and not after and closed  # nothing opened while paused; what it held was still managed
+    assert "paused" in orch.last["strategies"]["funding_arb"]

@@ -32,10 +32,11 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
               "trade_venue": market["trade_venue"], "market_state": states, "snapshot": snapshot}
     paused, positions, said = inputs["paused"], inputs["positions"], rec["strategies"]
     for name, module in strategies.items():
-        if name in paused:
+        own = [p for p in positions if p["strategy"] == name]
+        if name in paused and not own:
             said[name] = "paused"
             continue
-        ctx = dict(shared, name=name, params=cfg[name], positions=[p for p in positions if p["strategy"] == name])
+        ctx = dict(shared, name=name, params=cfg[name], positions=own)
         try:
             out = module.propose(ctx)
             kind = _checked(out)
@@ -50,6 +51,8 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
         elif kind == "Veto":
             veto = out
             said[name] = f"veto: {out['reason']}"
+        elif name in paused and out["intent"] == "open":
+            said[name] = "paused: entries only, its exits go on"
         elif out["intent"] == "close" and _status(positions, out["position_id"]) != "open":
             # opening: nothing to close yet; closing: one exit at a time, the tracker follows it to the end
             said[name] = f"exit of {out['position_id']} not sent: it is {_status(positions, out['position_id'])}"
