@@ -202,3 +202,25 @@ def test_a_paused_strategy_stops_entering_but_still_exits(tmp_path):
     closed = [p for p in orch.db.positions("closed") if p["closed_at"] > paused_at and p["id"] in held]
     assert held and not after and closed  # nothing opened while paused; what it held was still managed
     assert "paused" in orch.last["strategies"]["funding_arb"]
+
+
+def test_a_cycle_that_raises_is_recorded_and_alerted_and_repeated_failures_halt(tmp_path, monkeypatch, caplog):
+    from vigil import decide as decide_module
+    orch = make(tmp_path)
+    real = decide_module.decide
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] in (5, 10, 11, 12):
+            raise ZeroDivisionError("float division by zero")
+        return real(*args, **kwargs)
+    import vigil.orchestrator
+    monkeypatch.setattr(vigil.orchestrator, "decide", flaky)
+    run(orch, 8)  # one failure: recorded, alerted, the loop goes on
+    assert orch.cycle_n == 8 and not orch.is_halted()
+    assert "cycle 5 failed in" in " ".join(orch.db.cycle(5)["notes"]) and "ZeroDivisionError" in caplog.text
+    alerts = [t for (t,) in orch.db.conn.execute("SELECT text FROM alerts WHERE kind='error'")]
+    assert any("cycle 5 failed" in a and "float division by zero" in a for a in alerts)
+    run(orch, 6)  # three in a row: trading halts, saying why; the loop still runs
+    assert orch.cycle_n == 14 and orch.is_halted() and "3 cycles in a row failed" in orch.halt["reason"]

@@ -14,6 +14,7 @@ from vigil.trend import Trend
 
 log = logging.getLogger("vigil.orchestrator")
 PRUNE_EVERY = 500  # cycles between retention sweeps
+FAIL_HALT = 3  # cycles in a row that raise before trading halts
 YIELD_EVERY_S = 0.005  # back-to-back cycles (a backtest) give the event loop a turn this often
 
 
@@ -48,6 +49,7 @@ class Orchestrator:
         self.failing = set()
         self.answers = None  # the feeds' errors and strategies' answers last compared
         self.reported = set()  # reconciliation findings already alerted: each is alerted once
+        self.failures = 0  # cycles in a row that raised
         self.gaps = []  # the last reconciliation's position differences, for the operator to settle
 
     def _load_positions(self):
@@ -181,9 +183,12 @@ class Orchestrator:
                "halted": False, "notes": []}
         try:
             await self._steps(n, now, rec)
+            self.failures = 0
         except Halted as e:
             rec["notes"].append(str(e))
             self._load_positions()  # the executor may have booked more
+        except Exception as e:  # a bug or a bad answer: recorded and alerted; the loop and the bot go on
+            self._failed(n, rec, e)
         rec["halted"] = self.is_halted()
         rec["equity"] = self.equity()
         rec["duration_ms"] = int((time.perf_counter() - started) * 1e6) / 1000  # to the microsecond
@@ -200,6 +205,19 @@ class Orchestrator:
         for hook in self.on_cycle:
             hook(rec)
         return rec
+
+    def _failed(self, n, rec, e):
+        """A cycle that raised: the traceback to the log, the reason to the cycle row and the phone; the books
+        are reloaded (the step may have stopped between an order and its position), and FAIL_HALT failures in a
+        row halt trading, since every cycle would fail the same way."""
+        log.exception("cycle %d failed in %s", n, self.in_flight)
+        reason = f"cycle {n} failed in {self.in_flight}: {type(e).__name__}: {e}"[:500]
+        rec["notes"].append(reason)
+        self.alert("error", reason)
+        self._load_positions()
+        self.failures += 1
+        if self.failures >= FAIL_HALT and not self.is_halted():
+            self.kill(f"{self.failures} cycles in a row failed, the last: {reason}")
 
     def _step(self, name):
         if self.halt is not None:
