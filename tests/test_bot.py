@@ -52,6 +52,9 @@ def test_every_command_answers(tmp_path, monkeypatch):
                 assert "momentum:" in pnl and "win" in pnl and "Sharpe" in pnl
                 trades = (await ask(api, "/trades 3")).splitlines()
                 assert len(trades) == 3 and "pnl" in trades[0]
+                assert "usage: /trades [n]" in await ask(api, "/trades 0")
+                assert await ask(api, "/resume") == "not halted: nothing to resume"
+                assert "unknown command" in await ask(api, "/nope") and "unknown command" in await ask(api, "hi")
                 why = await ask(api, "/why")
                 assert why.startswith("cycle #1500") and "sentiment_veto:" in why and "veto:" in why
                 assert await ask(api, "/pause momentum") == "momentum paused"

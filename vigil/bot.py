@@ -7,7 +7,7 @@ import warnings
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
-from telegram.ext import ApplicationBuilder, CallbackQueryHandler, CommandHandler
+from telegram.ext import ApplicationBuilder, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from vigil import performance
 
@@ -49,9 +49,12 @@ class Bot:
         token = os.environ.get(t["token_env"], "")
         self.app = (ApplicationBuilder().token(token).base_url(f"{api}/bot").base_file_url(f"{api}/file/bot")
                     .get_updates_read_timeout(t["poll_timeout"] + 10).build())
+        # New messages only: editing an old message must not run it again.
         for name, (handler, _) in self.commands.items():
-            self.app.add_handler(CommandHandler(name, self._guard(handler)))
+            self.app.add_handler(CommandHandler(name, self._guard(handler), filters.UpdateType.MESSAGE))
         self.app.add_handler(CallbackQueryHandler(self._guard(self.confirm)))
+        self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._guard(self.unknown)))
+        self.app.add_error_handler(self._error)
         orch.listeners.append(lambda kind, text: self.wake.set())
 
     # --- life cycle ------------------------------------------------------------------------------
@@ -113,7 +116,8 @@ class Bot:
                 # No answer at all: an unknown sender must not learn what this bot is.
                 chat = update.effective_chat.id if update.effective_chat else None
                 user = update.effective_user.id if update.effective_user else None
-                log.warning("ignored update from chat %s user %s", chat, user)
+                text = update.effective_message.text if update.effective_message else None
+                log.warning("ignored update from chat %s user %s: %r", chat, user, (text or "")[:80])
                 return
             await handler(update, context)
         return guarded
@@ -161,10 +165,19 @@ class Bot:
         await self._reply(update, "\n".join(rows) or "no closed trades yet")
 
     async def trades(self, update, context):
-        n = int(context.args[0]) if context.args and context.args[0].isdigit() else 10
+        arg = context.args[0] if context.args else "10"
+        if not arg.isdigit() or not 1 <= int(arg) <= 50:
+            await self._reply(update, "usage: /trades [n], n from 1 to 50")
+            return
         rows = [f"{p['id']} [{p['strategy']}] {p['side']} {p['symbol']}: {p['close_reason']}, "
-                f"pnl {p['realized_pnl']:+.2f}" for p in self.db.closed_positions(limit=min(n, 50))]
-        await self._reply(update, "\n".join(rows) or "no closed trades yet")
+                f"pnl {p['realized_pnl']:+.2f}" for p in self.db.closed_positions(limit=int(arg))]
+        # the newest last, and kept when the message is too long: the oldest rows are the ones dropped
+        while len("\n".join(rows)) > MAX_TEXT - 40 and len(rows) > 1:
+            rows.pop(0)
+        shown = len(rows)
+        text = "\n".join(rows) or "no closed trades yet"
+        await self._reply(update, text if shown == int(arg) or not rows else f"last {shown} (longer lists do not "
+                                                                              f"fit one message)\n{text}")
 
     async def why(self, update, context):
         rec = self.orch.last
@@ -186,6 +199,9 @@ class Bot:
         await self._reply(update, f"HALTED. In flight: {halt['in_flight']}. No order will be sent until /resume.")
 
     async def resume(self, update, context):
+        if not self.orch.is_halted():
+            await self._reply(update, "not halted: nothing to resume")
+            return
         self.orch.resume()
         await self._reply(update, "resumed: trading goes on from the next cycle")
 
@@ -265,6 +281,18 @@ class Bot:
             await self._reply(update, f"no strategy '{name}'; running: {', '.join(self.orch.strategies)}")
             return
         await self._reply(update, f"{name} {'paused' if on else 'unpaused'}")
+
+    async def _error(self, update, context):
+        """A command that raised: the traceback to the log, one line to the operator who asked."""
+        log.error("command failed", exc_info=context.error)
+        if isinstance(update, Update) and self.allowed(update):
+            try:
+                await self._reply(update, f"that failed: {type(context.error).__name__}: {context.error}"[:300])
+            except TelegramError as e:
+                log.warning("could not report the failure: %s", e)
+
+    async def unknown(self, update, context):
+        await self._reply(update, "unknown command; /help lists them")
 
     async def help(self, update, context):
         await self._reply(update, "\n".join(f"/{n} - {h}" for n, (_, h) in self.commands.items()))
