@@ -18,6 +18,7 @@ class FakeBotAPI:
         self.down = False
         self.down_hits = 0
         self.throttle = 0  # answer the next N sendMessage calls with 429
+        self.refuse = {}  # chat id -> "blocked" (403) or "garbage" (200, not JSON) for every send to it
         self.served_at = {}  # update_id -> time.perf_counter() when getUpdates handed it out
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -100,7 +101,7 @@ class FakeBotAPI:
             do_GET = do_POST
 
             def _reply(self, status, body):
-                data = json.dumps(body).encode()
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -135,6 +136,11 @@ class FakeBotAPI:
                                      "parameters": {"retry_after": 1}}
                     markup = json.loads(params["reply_markup"]) if "reply_markup" in params else None
                     chat = int(params.get("chat_id", 0))
+                    if method == "sendMessage" and self.refuse.get(chat) == "blocked":
+                        return 403, {"ok": False, "error_code": 403,
+                                     "description": "Forbidden: bot was blocked by the user"}
+                    if method == "sendMessage" and self.refuse.get(chat) == "garbage":
+                        return 200, b"<html>upstream hiccup</html>"
                     self.sent.append((chat, params["text"], markup))
                     return ok({"message_id": len(self.sent), "date": int(time.time()), "text": params["text"],
                                "chat": {"id": chat, "type": "private"}})

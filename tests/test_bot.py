@@ -197,6 +197,32 @@ def test_alerts_survive_an_outage_and_rate_limits_in_order(tmp_path, monkeypatch
         assert [line for t in api.texts(GROUP) for line in t.splitlines() if "while down" in line] == lines
 
 
+def test_one_chat_refusing_alerts_neither_stops_nor_doubles_the_others(tmp_path, monkeypatch):
+    for refusal in ("blocked", "garbage"):
+        with FakeBotAPI() as api:
+            (tmp_path / refusal).mkdir()
+            cfg, orch = make(tmp_path / refusal, api, monkeypatch)
+
+            async def go():
+                bot = Bot(cfg, orch)
+                await bot.start()
+                try:
+                    api.refuse[GROUP] = refusal
+                    for i in range(3):
+                        orch.alert("test", f"alert {i}")
+                        await until(lambda i=i: any(f"alert {i}" in t for t in api.texts(OPERATOR)))
+                    api.refuse.clear()
+                    bot.chat_retry.clear()  # the group's wait is over
+                    bot.wake.set()
+                    await until(lambda: not orch.db.unsent_alerts(), timeout=20)
+                finally:
+                    await bot.stop()
+            asyncio.run(go())
+            for chat in (OPERATOR, GROUP):  # each chat got every alert once, in order
+                lines = [line for t in api.texts(chat) for line in t.splitlines() if "] alert " in line]
+                assert lines == [f"[test] alert {i}" for i in range(3)], (refusal, chat)
+
+
 def test_a_difference_with_the_exchange_is_settled_only_once_confirmed(tmp_path, monkeypatch):
     with FakeBotAPI() as api:
         cfg, orch = make(tmp_path, api, monkeypatch)

@@ -26,6 +26,8 @@ class Bot:
         self.users = {int(u) for u in t["user_ids"]}
         self.allow_groups = t["allow_groups"]
         self.pending = {}  # chat id -> (action, time the confirmation was asked)
+        self.chat_retry = {}  # chat id -> when a chat that refused alerts is tried again (monotonic)
+        self.chat_wait = {}  # chat id -> its current wait: doubles while its sends fail, up to 30 s
         self.wake = asyncio.Event()
         self.tasks = []
         self.stopping = False
@@ -299,23 +301,16 @@ class Bot:
 
     # --- alerts ------------------------------------------------------------------------------------
     async def _send_alerts(self):
-        """Sends queued alerts in order, marking them sent only after every chat got them."""
-        backoff = 1.0
+        """Sends queued alerts in order to every chat; a chat that fails waits on its own (_flush_alerts)."""
         while not self.stopping:
             try:
                 if await self._flush_alerts():
-                    backoff = 1.0
                     continue
             except RetryAfter as e:
                 with warnings.catch_warnings():  # PTB 22 warns this becomes a timedelta: both are handled
                     warnings.simplefilter("ignore", DeprecationWarning)
                     wait = e.retry_after
                 await asyncio.sleep(wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait))
-                continue
-            except NetworkError as e:  # includes timeouts and a Bot API that is down: keep the queue
-                log.warning("alerts not sent, retrying in %.0fs: %s", backoff, e)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
                 continue
             self.wake.clear()
             try:
@@ -324,23 +319,42 @@ class Bot:
                 pass
 
     async def _flush_alerts(self):
-        rows = self.db.unsent_alerts()
-        if not rows:
-            return False
-        batch, size = [], 0
-        for alert_id, ts, kind, text in rows:  # several alerts in one message: fewer calls, same order
-            line = f"[{kind}] {text}"
-            if batch and size + len(line) > MAX_TEXT:
-                break
-            batch.append((alert_id, line[:MAX_TEXT]))
-            size += len(line) + 1
-        message = "\n".join(line for _, line in batch)
+        """Sends each chat the next batch it has not had; returns whether any chat got one.
+
+        Each chat's progress is its own (kv alert_cursor): one chat failing neither stops the others nor makes
+        them get a batch twice. A chat that refuses (blocked, not found, a bad answer) is retried a minute later.
+        """
+        cursors, sent = self.db.get("alert_cursor") or {}, False
         for chat in sorted(self.chats):
-            await self.app.bot.send_message(chat, message)
-        with self.db.tx():
-            for alert_id, _ in batch:
-                self.db.mark_alert_sent(alert_id)
-        return True
+            if self.chat_retry.get(chat, 0) > time.monotonic():
+                continue
+            rows = self.db.unsent_alerts(after=cursors.get(str(chat), 0))
+            if not rows:
+                continue
+            batch, size = [], 0
+            for alert_id, ts, kind, text in rows:  # several alerts in one message: fewer calls, same order
+                line = f"[{kind}] {text}"
+                if batch and size + len(line) > MAX_TEXT:
+                    break
+                batch.append((alert_id, line[:MAX_TEXT]))
+                size += len(line) + 1
+            try:
+                await self.app.bot.send_message(chat, "\n".join(line for _, line in batch))
+            except RetryAfter:
+                raise  # the Bot API asks the whole bot to wait: the sender does
+            except TelegramError as e:  # this chat, or this answer: the others go on, this one is tried later
+                wait = min(2 * self.chat_wait.get(chat, 0.5), 30.0) if isinstance(e, NetworkError) else 60.0
+                self.chat_wait[chat] = wait
+                self.chat_retry[chat] = time.monotonic() + wait
+                log.warning("alerts to chat %s failed (%s: %s): retried in %.0f s", chat, type(e).__name__, e, wait)
+                continue
+            self.chat_wait.pop(chat, None)
+            cursors[str(chat)] = batch[-1][0]
+            self.db.put("alert_cursor", cursors)  # before the next send: a restart resends nothing to this chat
+            sent = True
+        if cursors and all(str(chat) in cursors for chat in self.chats):
+            self.db.mark_alerts_sent(min(cursors[str(chat)] for chat in self.chats))
+        return sent
 
     async def _daily_summary(self):
         hour = self.cfg["telegram"]["daily_summary_hour"]

@@ -200,12 +200,14 @@ class Storage:
         tables = ("cycles", "proposals", "verdicts", "orders", "fills", "positions", "alerts")
         return {t: self.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
 
-    def unsent_alerts(self, limit=50):
-        return self.conn.execute("SELECT id, ts, kind, text FROM alerts WHERE sent=0 ORDER BY id LIMIT ?",
-                                 (limit,)).fetchall()
+    def unsent_alerts(self, after=0, limit=50):
+        """Alerts not yet delivered to every chat, after id `after` (one chat's progress), oldest first."""
+        return self.conn.execute("SELECT id, ts, kind, text FROM alerts WHERE sent=0 AND id>? ORDER BY id LIMIT ?",
+                                 (after, limit)).fetchall()
 
-    def mark_alert_sent(self, alert_id):
-        self._write("UPDATE alerts SET sent=1 WHERE id=?", (alert_id,))
+    def mark_alerts_sent(self, upto):
+        """Every chat has the alerts up to id upto."""
+        self._write("UPDATE alerts SET sent=1 WHERE sent=0 AND id<=?", (upto,))
 
     def prune(self, before_ts, window_ms, alerts_before):
         """Drops decision rows older than before_ts; orders, fills and positions are kept for ever.
