@@ -281,7 +281,7 @@ class Orchestrator:
                 if position["status"] != "void":
                     self.alert("trade", f"opened {position['id']}: {p['reason']}")
                 self._book(position)
-            else:
+            elif p["position_id"] in self.positions:  # not if an order followed above has just closed it
                 acted.add(p["position_id"])
                 await self._close(self.positions[p["position_id"]], n, now, p["reason"], rec)
 
