@@ -212,7 +212,9 @@ class Executor:
                 position = self._record(position, answer, fills, now)
                 existing = answer
             if existing["status"] != "cancelled" or existing["filled"] > 0:
-                return position  # its outcome is known or still being followed: never send it a second time
+                # its outcome is known or still being followed: never sent a second time, and the books as
+                # they hold it (a replayed cycle's caller may hold the position as it was before that order)
+                return self.db.position(position["id"]) or position
             log.info("order %s was never executed: sending it now under the same id", order["id"])
         order["created_at"] = now
         with self.db.tx():  # write-ahead: the order and its position exist before the request leaves
