@@ -199,6 +199,8 @@ async def run(cfg, cycles, interval):
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, orch.stop)
     log.info("vigil starting: mode %s, db %s", cfg["vigil"]["mode"], cfg["vigil"]["db"])
+    orch.checkpoints = True
+    orch.restore(replays_exactly=cfg["vigil"]["mode"] == "sim")
     if cfg["vigil"]["mode"] == "sim":
         # The sim keeps no state of its own: replaying its seed to the last cycle continues the same market.
         for _ in range(orch.cycle_n):

@@ -78,12 +78,18 @@ class Executor:
             position = await self._send(position, order, now, force)
         return position
 
-    async def follow(self, cycle, now):
-        """Asks the broker about every order not yet final and books the answers; returns the positions touched."""
+    async def follow(self, cycle, now, replaying=False):
+        """Asks the broker about every order not yet final and books the answers; returns the positions touched.
+
+        replaying: the cycle's own orders (a crash left them working, the restart replays it) are left to its
+        decisions, which reach them by their ids.
+        """
         touched = {}
         if not self.working:
             return touched
         for order in self.db.orders(statuses=ORDER_WORKING):
+            if replaying and order["cycle"] == cycle:
+                continue
             position = touched.get(order["position_id"]) or self.db.position(order["position_id"])
             if position is None:  # written by a version that kept no position ahead: reconciliation names it
                 log.error("order %s has no position row: left for reconciliation", order["id"])
@@ -206,15 +212,15 @@ class Executor:
             raise Halted(f"halted before order {order['id']}")
         existing = self.db.order(order["id"])
         if existing is not None:
-            # A restart replays the cycle it died in: the same decision maps to the same order id.
+            # A restart replays the cycle it died in: the same decision maps to the same order id, and what that
+            # order filled is in the position's row already (the caller's copy may predate it).
+            position = self.db.position(position["id"]) or position
             if existing["status"] in ORDER_WORKING:
                 answer, fills = await self.broker.resolve(existing)  # ask what became of it, by its id
                 position = self._record(position, answer, fills, now)
                 existing = answer
             if existing["status"] != "cancelled" or existing["filled"] > 0:
-                # its outcome is known or still being followed: never sent a second time, and the books as
-                # they hold it (a replayed cycle's caller may hold the position as it was before that order)
-                return self.db.position(position["id"]) or position
+                return position  # its outcome is known or still being followed: never sent a second time
             log.info("order %s was never executed: sending it now under the same id", order["id"])
         order["created_at"] = now
         with self.db.tx():  # write-ahead: the order and its position exist before the request leaves

@@ -50,6 +50,7 @@ class Orchestrator:
         self.answers = None  # the feeds' errors and strategies' answers last compared
         self.reported = set()  # reconciliation findings already alerted: each is alerted once
         self.failures = 0  # cycles in a row that raised
+        self.checkpoints = False  # a process that can be restarted keeps what the next cycle starts from
         self.gaps = []  # the last reconciliation's position differences, for the operator to settle
 
     def _load_positions(self):
@@ -76,6 +77,7 @@ class Orchestrator:
     async def flatten(self):
         """Closes every position now, even while halted (an explicit operator order); returns (closed, left)."""
         async with self.trading:
+            self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
             now = self.last["started_at"] if self.last else int(time.time() * 1000)
             closed = 0
             for position in list(self.positions.values()):
@@ -104,6 +106,7 @@ class Orchestrator:
         """The operator settles a difference reconciliation found: the books adopt the exchange's quantity, and
         with close the part no Vigil position explained is closed at market. Returns the positions changed."""
         async with self.trading:
+            self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
             now = self.last["started_at"] if self.last else int(time.time() * 1000)
             changed = []
             for position in self.executor.adopt(gap, list(self.positions.values()), self.cycle_n + 1, now):
@@ -192,7 +195,10 @@ class Orchestrator:
         rec["halted"] = self.is_halted()
         rec["equity"] = self.equity()
         rec["duration_ms"] = int((time.perf_counter() - started) * 1e6) / 1000  # to the microsecond
-        self.db.add_cycle(rec)  # its schema is checked by the tests, not every cycle
+        with self.db.tx():  # the row and what the next cycle starts from commit together
+            self.db.add_cycle(rec)  # its schema is checked by the tests, not every cycle
+            if self.checkpoints:
+                self.db.put("checkpoint", self._checkpoint(n))
         self.cycle_n, self.last, self.in_flight = n, rec, "idle"
         if self.reconciler and n % self.cfg["live"]["reconcile_every"] == 0:
             await self.reconcile()
@@ -218,6 +224,31 @@ class Orchestrator:
         self.failures += 1
         if self.failures >= FAIL_HALT and not self.is_halted():
             self.kill(f"{self.failures} cycles in a row failed, the last: {reason}")
+
+    def _checkpoint(self, n):
+        """What cycle n + 1 starts from and the rows do not hold: the positions' marks (their unrealized PnL
+        sizes trades), the closed PnL as summed, the running ADX/ATR/volatility, the veto as the cycle ended."""
+        return {"n": n, "fill": self.db.last_fill(), "closed_pnl": self.closed_pnl,
+                "positions": list(self.positions.values()), "veto": self.veto, "trend": self.trend.dump()}
+
+    def restore(self, replays_exactly):
+        """Goes on from the last cycle's checkpoint, so that a restart decides as the process would have.
+
+        A crash inside a cycle can leave some of its orders, fills and positions in the rows: a source that
+        replays that cycle exactly (sim) redoes it from the checkpoint, its decisions finding their orders by
+        id; any other (new prices, other decisions), or trades outside a cycle since, keep the rows' positions.
+        """
+        saved = self.db.get("checkpoint")
+        if not saved or saved["n"] != self.cycle_n:
+            return
+        self.trend.load(saved["trend"])
+        self.veto = saved["veto"]
+        cycles = self.db.cycles_filled_after(saved["fill"])
+        if cycles and not (replays_exactly and cycles == {self.cycle_n + 1}):
+            log.warning("trades since the checkpoint of cycle %d: positions taken from the database", self.cycle_n)
+            return
+        self.positions = {p["id"]: p for p in saved["positions"]}
+        self.closed_pnl = saved["closed_pnl"]
 
     def _step(self, name):
         if self.halt is not None:
@@ -268,7 +299,7 @@ class Orchestrator:
 
     async def _execute_and_track(self, n, now, rec, verdicts, feeds, bars):
         self._step("execute")
-        for position in (await self.executor.follow(n, now)).values():  # orders earlier cycles left working
+        for position in (await self.executor.follow(n, now, replaying=True)).values():  # earlier cycles' orders
             self._book(position)
         acted = set()  # positions that sent an exit this cycle: the tracker sends none of its own
         for verdict, trade in verdicts:

@@ -166,6 +166,14 @@ class Storage:
             return self._bodies("SELECT body FROM fills WHERE order_id=? ORDER BY rowid", (order_id,))
         return self._bodies("SELECT body FROM fills ORDER BY rowid")
 
+    def last_fill(self):
+        return self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM fills").fetchone()[0]
+
+    def cycles_filled_after(self, fill):
+        """The cycles whose orders have fills stored after fill row `fill`."""
+        return {c for (c,) in self.conn.execute("SELECT DISTINCT json_extract(o.body, '$.cycle') FROM fills f "
+                                                "JOIN orders o ON o.id = f.order_id WHERE f.rowid > ?", (fill,))}
+
     def position(self, position_id):
         rows = self._bodies("SELECT body FROM positions WHERE id=?", (position_id,))
         return rows[0] if rows else None

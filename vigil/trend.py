@@ -1,4 +1,5 @@
 """Keeps each symbol's Wilder ADX, ATR and realized volatility running, one closed bar at a time."""
+import array
 import collections
 import math
 
@@ -9,14 +10,24 @@ class Trend:
     """Per symbol of one venue: +DM, -DM and true range smoothed since the first bar seen, the ADX of their DX,
     and the sample deviation of the last vol_short and vol_long one-bar log returns.
 
-    A window that does not continue the bars already counted (a first cycle, a restart, a jump) restarts the
-    count from that window; with a few hundred bars the seed has decayed to nothing (13/14 ** 300 < 1e-9).
+    A window that does not continue the bars already counted (a first cycle, a jump) restarts the count from
+    that window. Its figures then differ from the continued ones in their last digits (13/14 ** 300 is 2e-10),
+    which is enough to move a state across a threshold: a restart load()s what dump() saved and goes on.
     """
 
     def __init__(self, venue, params):
         self.venue = venue
         self.params = params["adx_period"], params["vol_short"], params["vol_long"]
         self.state = {}
+
+    def dump(self):
+        """The running state, JSON-ready and exact: load() goes on from it as if the process never stopped."""
+        return {"params": list(self.params), "symbols": {symbol: s.dump() for symbol, s in self.state.items()}}
+
+    def load(self, dumped):
+        """Goes on from dump()'s state; one dumped with other periods is ignored (the count restarts from the window)."""
+        if dumped and dumped["params"] == list(self.params):
+            self.state = {symbol: _Running.load(self.params, values) for symbol, values in dumped["symbols"].items()}
 
     def update(self, candles_feed):
         """{symbol: Trend} after the candle window's new bars; {} when the candle feed failed."""
@@ -41,6 +52,8 @@ class _Running:
     """One symbol's smoothed sums and its window of returns."""
     __slots__ = ("n", "short", "long", "ts", "prev", "bars", "dx_n", "plus", "minus", "tr", "adx", "returns",
                  "sum_short", "sq_short", "sum_long", "sq_long")
+    SCALARS = ("ts", "prev", "bars", "dx_n", "plus", "minus", "tr", "adx", "sum_short", "sq_short", "sum_long",
+               "sq_long")
 
     def __init__(self, n, short, long):
         self.n, self.short, self.long = n, short, long
@@ -100,6 +113,20 @@ class _Running:
             old = returns[0]
             self.sum_long -= old
             self.sq_long -= old * old
+
+    def dump(self):
+        """The scalars, then the returns as the bytes of their doubles: written every cycle, and 70 float reprs
+        would cost more than the rest of the checkpoint."""
+        return [getattr(self, k) for k in self.SCALARS] + [array.array("d", self.returns).tobytes().hex()]
+
+    @classmethod
+    def load(cls, params, values):
+        s = cls(*params)
+        for k, v in zip(cls.SCALARS, values):
+            setattr(s, k, v)
+        s.prev = tuple(s.prev) if s.prev else None
+        s.returns.extend(array.array("d", bytes.fromhex(values[-1])))
+        return s
 
     def figures(self):
         n = self.n
