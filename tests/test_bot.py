@@ -54,6 +54,8 @@ def test_every_command_answers(tmp_path, monkeypatch):
                 assert len(trades) == 3 and "pnl" in trades[0]
                 assert "usage: /trades [n]" in await ask(api, "/trades 0")
                 assert await ask(api, "/resume") == "not halted: nothing to resume"
+                assert "entries stopped" in await ask(api, "/stopentry") and orch.entries_stopped
+                assert await ask(api, "/startentry") == "entries allowed again" and not orch.entries_stopped
                 assert "unknown command" in await ask(api, "/nope") and "unknown command" in await ask(api, "hi")
                 why = await ask(api, "/why")
                 assert why.startswith("cycle #1500") and "sentiment_veto:" in why and "veto:" in why

@@ -224,3 +224,21 @@ def test_a_cycle_that_raises_is_recorded_and_alerted_and_repeated_failures_halt(
     assert any("cycle 5 failed" in a and "float division by zero" in a for a in alerts)
     run(orch, 6)  # three in a row: trading halts, saying why; the loop still runs
     assert orch.cycle_n == 14 and orch.is_halted() and "3 cycles in a row failed" in orch.halt["reason"]
+
+
+def test_stopped_entries_let_exits_go_on_and_survive_a_restart(tmp_path):
+    orch = make(tmp_path, enabled="funding_arb, momentum, mean_reversion")
+    run(orch, 800)
+    orch.stop_entries(True)
+    stopped_at, held = orch.last["started_at"], set(orch.positions)
+    orch.db.close()
+    again = make(tmp_path, enabled="funding_arb, momentum, mean_reversion")  # a restart
+    for _ in range(again.cycle_n):  # the sim's market continues where it was, as run.py does
+        asyncio.run(again.source.tick())
+    run(again, 2500)
+    assert again.entries_stopped and held
+    assert not [p for p in again.db.positions() if p["opened_at"] > stopped_at]  # nothing opened
+    assert [p for p in again.db.positions("closed") if p["closed_at"] > stopped_at and p["id"] in held]
+    again.stop_entries(False)
+    run(again, 1500)
+    assert [p for p in again.db.positions() if p["opened_at"] > stopped_at]  # entries again

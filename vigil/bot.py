@@ -44,6 +44,8 @@ class Bot:
             "adopt": (self.adopt, "differences with the exchange; /adopt N: the books take the exchange's (confirm)"),
             "closegap": (self.closegap, "/closegap N: adopt difference N, then close it at market (confirm)"),
             "pause": (self.pause, "pause a strategy: /pause NAME"),
+            "stopentry": (self.stopentry, "no new entries from any strategy; exits go on (survives a restart)"),
+            "startentry": (self.startentry, "allow entries again"),
             "unpause": (self.unpause, "unpause a strategy: /unpause NAME"),
             "help": (self.help, "this list"),
         }
@@ -268,6 +270,14 @@ class Bot:
         changed = await self.orch.settle_gap(self.orch.gaps[int(n) - 1], close=name == "closegap")
         await self._reply(update, "settled: " + "; ".join(f"{p['id']} {p['status']}" for p in changed)
                           + ". /resume when the books are right.")
+
+    async def stopentry(self, update, context):
+        self.orch.stop_entries(True)
+        await self._reply(update, "entries stopped: exits, stops and funding go on; /startentry to allow them")
+
+    async def startentry(self, update, context):
+        self.orch.stop_entries(False)
+        await self._reply(update, "entries allowed again")
 
     async def pause(self, update, context):
         await self._set_paused(update, context, True)

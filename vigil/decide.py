@@ -14,7 +14,8 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
     """Fills rec (states, strategies, veto, verdicts) and returns [(Verdict, ApprovedTrade or None)].
 
     inputs: n, now, candles (Feed), trend {symbol: Trend}, feeds {name: Feed}, positions, equity,
-    day_start_equity, prices {(venue, symbol): price}, veto (the one still active, or None), paused [names].
+    day_start_equity, prices {(venue, symbol): price}, veto (the one still active, or None), paused [names],
+    entries_stopped (no strategy opens anything; absent in records older than it).
     step(name) is called before each step (the kill switch raises there); save(kind, items) persists
     proposals and verdicts before the next step reads them. Replay calls it with the recorded inputs.
     """
@@ -33,8 +34,8 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
     paused, positions, said = inputs["paused"], inputs["positions"], rec["strategies"]
     for name, module in strategies.items():
         own = [p for p in positions if p["strategy"] == name]
-        if name in paused and not own:
-            said[name] = "paused"
+        if (name in paused or inputs.get("entries_stopped")) and not own:
+            said[name] = "paused" if name in paused else "entries stopped"
             continue
         ctx = dict(shared, name=name, params=cfg[name], positions=own)
         try:
@@ -51,8 +52,8 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
         elif kind == "Veto":
             veto = out
             said[name] = f"veto: {out['reason']}"
-        elif name in paused and out["intent"] == "open":
-            said[name] = "paused: entries only, its exits go on"
+        elif out["intent"] == "open" and (name in paused or inputs.get("entries_stopped")):
+            said[name] = ("paused" if name in paused else "entries stopped") + ": entries only, its exits go on"
         elif out["intent"] == "close" and _status(positions, out["position_id"]) != "open":
             # opening: nothing to close yet; closing: one exit at a time, the tracker follows it to the end
             said[name] = f"exit of {out['position_id']} not sent: it is {_status(positions, out['position_id'])}"

@@ -35,6 +35,7 @@ class Orchestrator:
         self.halt = db.get("halt")  # persisted: a restarted process stays halted until resume
         # Written only through this object, so memory mirrors the database and the cycle never re-reads them.
         self.paused_names = sorted(db.get("paused") or [])  # replaced, never changed in place
+        self.entries_stopped = bool(db.get("entries_stopped"))  # /stopentry: exits, stops and funding go on
         self.veto = db.get("veto")
         self.day_start = db.get("day_start")
         self.stopping = False
@@ -121,6 +122,12 @@ class Orchestrator:
         self.alert("reconcile", f"{gap['venue']} {gap['symbol']}: books {gap['books']:g} set to the exchange's "
                                 f"{gap['exchange']:g} by the operator" + (", the rest closed at market" if close else ""))
         return changed
+
+    def stop_entries(self, on):
+        """No strategy opens anything while on; persisted, like the halt, across restarts."""
+        self.db.put("entries_stopped", on)
+        self.entries_stopped = on
+        self.alert("entries", "entries stopped: exits, stops and funding go on" if on else "entries allowed again")
 
     def paused(self):
         return set(self.paused_names)
@@ -268,7 +275,7 @@ class Orchestrator:
         inputs = {"n": n, "now": now, "candles": candles, "trend": self.trend.update(candles), "feeds": feeds,
                   "positions": list(self.positions.values()), "equity": self.equity(),
                   "day_start_equity": self._day_start(now), "prices": prices, "veto": self.veto,
-                  "paused": self.paused_names}
+                  "paused": self.paused_names, "entries_stopped": self.entries_stopped}
         for hook in self.on_inputs:
             hook(inputs)
         verdicts = decide(self.cfg, self.strategies, inputs, rec, self._step,
