@@ -54,6 +54,12 @@ def test_every_command_answers(tmp_path, monkeypatch):
                 assert len(trades) == 3 and "pnl" in trades[0]
                 assert "usage: /trades [n]" in await ask(api, "/trades 0")
                 assert await ask(api, "/resume") == "not halted: nothing to resume"
+                assert "no open position 'nope'" in await ask(api, "/forceexit nope")
+                pid = next(iter(orch.positions))  # the sim holds some after 1500 cycles
+                assert f"Close {pid} at market?" in await ask(api, f"/forceexit {pid}")
+                assert pid in orch.positions  # not before the second yes
+                assert (await ask(api, f"/forceexit {pid}")).startswith(pid)
+                assert pid not in orch.positions or orch.positions[pid]["status"] == "closing"
                 assert "entries stopped" in await ask(api, "/stopentry") and orch.entries_stopped
                 assert await ask(api, "/startentry") == "entries allowed again" and not orch.entries_stopped
                 assert "unknown command" in await ask(api, "/nope") and "unknown command" in await ask(api, "hi")

@@ -44,6 +44,7 @@ class Bot:
             "adopt": (self.adopt, "differences with the exchange; /adopt N: the books take the exchange's (confirm)"),
             "closegap": (self.closegap, "/closegap N: adopt difference N, then close it at market (confirm)"),
             "pause": (self.pause, "pause a strategy: /pause NAME"),
+            "forceexit": (self.forceexit, "close one position at market: /forceexit ID (confirm)"),
             "stopentry": (self.stopentry, "no new entries from any strategy; exits go on (survives a restart)"),
             "startentry": (self.startentry, "allow entries again"),
             "unpause": (self.unpause, "unpause a strategy: /unpause NAME"),
@@ -244,7 +245,7 @@ class Bot:
             return
         self.pending[chat] = (action, time.monotonic())
         markup = InlineKeyboardMarkup([[InlineKeyboardButton(button, callback_data=action)]])
-        again = "/" + action.replace(":", " ")
+        again = "/" + action.replace(":", " ", 1)
         await self._reply(update, f"{question} Press the button or send {again} again within {CONFIRM_S} s.", markup)
 
     async def confirm(self, update, context):
@@ -263,13 +264,26 @@ class Bot:
             await self._reply(update, f"flatten: {closed} closed, {left} still open"
                                       + (" (exits retried next cycle)" if left else ""))
             return
-        name, n = action.split(":")
+        name, n = action.split(":", 1)
+        if name == "forceexit":
+            position = await self.orch.force_exit(n)
+            await self._reply(update, f"{n}: no such open position" if position is None else
+                              f"{n} {position['status']}" + ("" if position["status"] == "closed" else
+                                                             " (the rest is followed next cycle)"))
+            return
         if int(n) > len(self.orch.gaps):
             await self._reply(update, "that difference is gone; /adopt lists them")
             return
         changed = await self.orch.settle_gap(self.orch.gaps[int(n) - 1], close=name == "closegap")
         await self._reply(update, "settled: " + "; ".join(f"{p['id']} {p['status']}" for p in changed)
                           + ". /resume when the books are right.")
+
+    async def forceexit(self, update, context):
+        pid = context.args[0] if context.args else ""
+        if pid not in self.orch.positions:
+            await self._reply(update, f"no open position '{pid}'; /positions lists them")
+            return
+        await self._ask(update, f"forceexit:{pid}", "Close it", f"Close {pid} at market?")
 
     async def stopentry(self, update, context):
         self.orch.stop_entries(True)

@@ -103,6 +103,19 @@ class Orchestrator:
         if problems and not self.is_halted():
             self.kill("reconciliation: " + "; ".join(problems))
 
+    async def force_exit(self, position_id):
+        """Closes one position at market now, even while halted (the operator's order); None if it is not open."""
+        async with self.trading:
+            position = self.positions.get(position_id)
+            if position is None:
+                return None
+            self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
+            now = self.last["started_at"] if self.last else int(time.time() * 1000)
+            position = await self.executor.close(position, self.cycle_n + 1, now, "forceexit", "forceexit",
+                                                 force=True)
+            self._book(position)
+            return position
+
     async def settle_gap(self, gap, close):
         """The operator settles a difference reconciliation found: the books adopt the exchange's quantity, and
         with close the part no Vigil position explained is closed at market. Returns the positions changed."""
