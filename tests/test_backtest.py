@@ -86,6 +86,9 @@ GOOD = "1000,10,11,9,10.5,5\n61000,10.5,11,10,10.8,6\n"
     (GOOD + "31000,10.8,11,10,10.9,6\n", ":3: timestamps out of order"),
     (GOOD + "121000,10.8,10,11,10.9,6\n", ":3: inconsistent candle"),
     (GOOD + "121000,10.8,11\n", ":3: bad row"),
+    (GOOD + "121000,10.8,11,10,nan,6\n", ":3: a value that is not a finite number"),
+    (GOOD + "121000,10.8,inf,10,10.9,6\n", ":3: a value that is not a finite number"),
+    (GOOD + "121000,10.8,11,10,10.9,NaN\n", ":3: a value that is not a finite number"),
 ])
 def test_malformed_files_name_file_and_line(tmp_path, body, needle):
     path = write(tmp_path / "BTCUSDT-1m.csv", body)

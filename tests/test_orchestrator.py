@@ -242,3 +242,30 @@ def test_stopped_entries_let_exits_go_on_and_survive_a_restart(tmp_path):
     again.stop_entries(False)
     run(again, 1500)
     assert [p for p in again.db.positions() if p["opened_at"] > stopped_at]  # entries again
+
+
+def test_a_nan_or_inf_from_a_source_idles_what_it_touches_and_never_reaches_a_number(tmp_path):
+    import math
+    orch = make(tmp_path, enabled="funding_arb, momentum, mean_reversion")
+    run(orch, 400)
+    real_candles, real_feeds = orch.source.candles, orch.source.feeds
+
+    def candles():
+        out = real_candles()
+        data = {v: dict(by) for v, by in out["data"].items()}
+        data["binance"]["BTC/USDT"] = data["binance"]["BTC/USDT"].copy()
+        data["binance"]["BTC/USDT"][-1, 4] = float("nan")  # the newest close
+        return dict(out, data=data)
+
+    async def feeds(now):
+        out = await real_feeds(now)
+        out["funding"]["data"]["ETH/USDT"]["bybit"]["rate"] = float("inf")
+        return out
+    orch.source.candles, orch.source.feeds = candles, feeds
+    rec = asyncio.run(orch.cycle())
+    assert any("BTC/USDT" in note and "not a usable number" in note for note in rec["notes"])
+    assert "not a finite number at ETH/USDT.bybit.rate" in rec["feeds"]["funding"]
+    assert rec["states"]["BTC/USDT"] == "unknown" and math.isfinite(rec["equity"])
+    orch.source.candles, orch.source.feeds = real_candles, real_feeds
+    run(orch, 400)  # once the bad bar has left the window the symbol trades again
+    assert math.isfinite(orch.equity()) and orch.last["states"]["BTC/USDT"] != "unknown"

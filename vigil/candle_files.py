@@ -2,9 +2,10 @@
 import array
 import csv
 import gzip
-import itertools
 import io
+import itertools
 import json
+import math
 import pathlib
 import re
 import warnings
@@ -75,7 +76,7 @@ def _whole(path, skip):
     ts = a[:, 0].astype(np.int64)
     a[:, 0] = np.where(ts > 10**14, ts // 1000, ts)  # microsecond timestamps (Binance dumps from 2025 on)
     o, h, l, c, v = a[:, 1:].T
-    good = (l <= np.minimum(o, c)) & (h >= np.maximum(o, c)) & (l > 0) & (v >= 0)
+    good = (l <= np.minimum(o, c)) & (h >= np.maximum(o, c)) & (l > 0) & (v >= 0) & np.isfinite(a).all(axis=1)
     if not good.all() or (a[1:, 0] <= a[:-1, 0]).any():
         return None
     return a
@@ -104,6 +105,8 @@ def _check(name, rows):
         if ts > 10**14:
             ts //= 1000  # microsecond timestamps (Binance dumps from 2025 on)
         o, h, l, c, v = values
+        if not all(map(math.isfinite, values)):  # nan compares false both ways: it would pass every check below
+            raise CandleFileError(f"{name}:{line}: a value that is not a finite number: {r[1:6]!r}")
         if not (l <= min(o, c) and h >= max(o, c) and l > 0 and v >= 0):
             raise CandleFileError(f"{name}:{line}: inconsistent candle o={o} h={h} l={l} c={c} v={v}")
         if prev is not None and ts <= prev:

@@ -51,6 +51,7 @@ class Orchestrator:
         self.answers = None  # the feeds' errors and strategies' answers last compared
         self.reported = set()  # reconciliation findings already alerted: each is alerted once
         self.failures = 0  # cycles in a row that raised
+        self.bad_bars = {}  # (venue, symbol) -> open time of a bar with a nan, inf or price <= 0 still in the window
         self.checkpoints = False  # a process that can be restarted keeps what the next cycle starts from
         self.gaps = []  # the last reconciliation's position differences, for the operator to settle
 
@@ -279,7 +280,7 @@ class Orchestrator:
 
     async def _steps(self, n, now, rec):
         self._step("market_state")
-        candles = self.source.candles()
+        candles = self._usable(self.source.candles(), rec)
         self._step("feeds")
         feeds = await self._feeds(now)
         rec["feeds"] = {"candles": candles["error"], **{k: f["error"] for k, f in feeds.items()}}  # None: ok
@@ -363,6 +364,9 @@ class Orchestrator:
                 feed["age_s"] = (now - feed["ts"]) / 1000
                 if feed["ok"] and feed["age_s"] > stale:
                     feed.update(ok=False, error=f"stale: {feed['age_s']:.0f}s old")
+            where = feed is not None and feed["ok"] and schemas.nonfinite(feed["data"])
+            if where:
+                feed.update(ok=False, error=f"not a finite number at {where}")
         return feeds
 
     def _save(self, n, kind, items):
@@ -397,12 +401,34 @@ class Orchestrator:
             self.alert("trade", f"closed {position['id']} ({position['close_reason']}): "
                                 f"pnl {position['realized_pnl']:+.2f}")
 
+    def _usable(self, candles, rec):
+        """The candle window without the series that hold a bar with a nan, an inf or a price <= 0: such a
+        symbol stays idle (the cycle's notes say why) until that bar has left the window."""
+        for venue, by_symbol in (candles["data"] or {}).items():
+            for symbol, c in by_symbol.items():
+                last = c[-1].tolist() if len(c) else None
+                if last and (not all(map(math.isfinite, last)) or min(last[1:5]) <= 0):
+                    self.bad_bars[(venue, symbol)] = int(last[0])
+        if not self.bad_bars:
+            return candles
+        data = {}
+        for venue, by_symbol in candles["data"].items():
+            data[venue] = {}
+            for symbol, c in by_symbol.items():
+                bad = self.bad_bars.get((venue, symbol))
+                if bad is not None and len(c) and c[0, 0] <= bad:
+                    rec["notes"].append(f"{venue} {symbol}: the bar of {bad} is not a usable number: idle")
+                    continue
+                self.bad_bars.pop((venue, symbol), None)
+                data[venue][symbol] = c
+        return dict(candles, data=data)
+
     def _bars(self):
         bars, market = {}, self.cfg["market"]
         for venue in market["venues"]:
             for symbol in market["symbols"]:
                 bar = self.source.bar(venue, symbol)
-                if bar:
+                if bar and (venue, symbol) not in self.bad_bars:
                     bars[(venue, symbol)] = bar
         return bars
 

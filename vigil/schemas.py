@@ -1,4 +1,5 @@
 """Defines every dict that flows between modules and validates one against its schema."""
+import math
 
 NUM = (int, float)
 ORDER_WORKING = ("pending", "open", "unknown")  # an order in these states is followed until it is final
@@ -137,6 +138,18 @@ SCHEMAS = {
 
 # The side feeds every Source answers for, beside the candles.
 FEEDS = ("funding", "onchain", "fear_greed", "social", "liquidations")
+
+
+def nonfinite(data, path=""):
+    """Where data (a feed's dicts and lists) holds a nan or inf, or None: such a number never reaches a decision."""
+    if isinstance(data, float):
+        return None if math.isfinite(data) else path or "value"
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, (list, tuple)) else ()
+    for key, value in items:
+        where = nonfinite(value, f"{path}.{key}" if path else str(key))
+        if where:
+            return where
+    return None
 
 
 def feed(data=None, ts=None, error=None):
