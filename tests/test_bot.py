@@ -53,6 +53,12 @@ def test_every_command_answers(tmp_path, monkeypatch):
                 trades = (await ask(api, "/trades 3")).splitlines()
                 assert len(trades) == 3 and "pnl" in trades[0]
                 assert "usage: /trades [n]" in await ask(api, "/trades 0")
+                days = (await ask(api, "/daily 3")).splitlines()
+                closed = orch.db.closed_positions()
+                assert len(days) == 3 and days[0].startswith(time.strftime("%Y-%m-%d", time.gmtime(
+                    orch.last["started_at"] / 1000)))
+                assert f"({len(closed)} trades)" in await ask(api, "/monthly 1")  # 1500 sim minutes: one month
+                assert "usage: /weekly [n]" in await ask(api, "/weekly 0")
                 assert await ask(api, "/resume") == "not halted: nothing to resume"
                 assert "no open position 'nope'" in await ask(api, "/forceexit nope")
                 pid = next(iter(orch.positions))  # the sim holds some after 1500 cycles

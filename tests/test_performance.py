@@ -45,3 +45,20 @@ def test_single_day_has_no_sharpe_and_no_losses_no_profit_factor():
 def test_strategies_are_kept_apart():
     out = performance.summary([trade(0, 1.0, strategy="a"), trade(0, -1.0, strategy="b")], 10.0)
     assert out["a"]["net_pnl"] == 1.0 and out["b"]["net_pnl"] == -1.0
+
+
+def test_periods_sum_realized_pnl_per_day_week_and_month_per_strategy():
+    day = 86_400_000
+    now = 1_764_374_400_000 + 10 * 3_600_000  # Saturday 2025-11-29 10:00 UTC
+    closed = [{"strategy": "a", "realized_pnl": 1.5, "closed_at": now - 1000},
+              {"strategy": "b", "realized_pnl": -0.5, "closed_at": now - 2000},
+              {"strategy": "a", "realized_pnl": 2.0, "closed_at": now - day},  # Friday
+              {"strategy": "a", "realized_pnl": 4.0, "closed_at": now - 6 * day},  # Sunday the 23rd: last week
+              {"strategy": "a", "realized_pnl": 8.0, "closed_at": now - 40 * day}]  # October
+    days = performance.periods(closed, "day", 3, now)
+    assert days == [("2025-11-29", {"a": [1.5, 1], "b": [-0.5, 1]}), ("2025-11-28", {"a": [2.0, 1]}),
+                    ("2025-11-27", {})]
+    weeks = performance.periods(closed, "week", 2, now)
+    assert weeks == [("week of 2025-11-24", {"a": [3.5, 2], "b": [-0.5, 1]}), ("week of 2025-11-17", {"a": [4.0, 1]})]
+    months = performance.periods(closed, "month", 2, now)
+    assert months == [("2025-11", {"a": [7.5, 3], "b": [-0.5, 1]}), ("2025-10", {"a": [8.0, 1]})]

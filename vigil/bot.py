@@ -37,6 +37,9 @@ class Bot:
             "positions": (self.positions, "open positions"),
             "pnl": (self.pnl, "per strategy: trades, win rate, Sharpe, PnL"),
             "trades": (self.trades, "last closed trades: /trades [n]"),
+            "daily": (self.daily, "realized PnL per day, per strategy: /daily [n]"),
+            "weekly": (self.weekly, "realized PnL per week (Monday on): /weekly [n]"),
+            "monthly": (self.monthly, "realized PnL per month: /monthly [n]"),
             "why": (self.why, "the last cycle's decisions and reasons"),
             "kill": (self.kill, "halt now, mid-cycle; stays halted after a restart"),
             "resume": (self.resume, "lift the halt"),
@@ -183,6 +186,28 @@ class Bot:
         text = "\n".join(rows) or "no closed trades yet"
         await self._reply(update, text if shown == int(arg) or not rows else f"last {shown} (longer lists do not "
                                                                               f"fit one message)\n{text}")
+
+    async def daily(self, update, context):
+        await self._periods(update, context, "day", 7)
+
+    async def weekly(self, update, context):
+        await self._periods(update, context, "week", 8)
+
+    async def monthly(self, update, context):
+        await self._periods(update, context, "month", 6)
+
+    async def _periods(self, update, context, unit, default):
+        arg = context.args[0] if context.args else str(default)
+        if not arg.isdigit() or not 1 <= int(arg) <= 60:
+            await self._reply(update, f"usage: /{'daily' if unit == 'day' else unit + 'ly'} [n], n from 1 to 60")
+            return
+        now = self.orch.last["started_at"] if self.orch.last else int(time.time() * 1000)
+        lines = []
+        for label, by in performance.periods(self.db.closed_positions(), unit, int(arg), now):
+            total, count = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
+            parts = ", ".join(f"{name} {v[0]:+.2f} ({v[1]})" for name, v in sorted(by.items()))
+            lines.append(f"{label}: {total:+.2f} ({count} trades)" + (f" | {parts}" if parts else ""))
+        await self._reply(update, "\n".join(lines))
 
     async def why(self, update, context):
         rec = self.orch.last

@@ -1,4 +1,5 @@
 """Computes per-strategy performance figures from closed positions."""
+import datetime
 import math
 
 DAY_MS = 86_400_000
@@ -79,3 +80,28 @@ def sortino(r):
         return None
     down = math.sqrt(sum(min(x, 0.0) ** 2 for x in r) / len(r))
     return (sum(r) / len(r)) / down * math.sqrt(365) if down > 0 else None
+
+
+def periods(closed_positions, unit, n, now_ms):
+    """The last n UTC days, ISO weeks or months up to now_ms, newest first: [(label, {strategy: [pnl, trades]})]
+    with realized PnL after fees and funding of the positions closed in each; a period without trades is empty."""
+    def label(ms):
+        t = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+        if unit == "day":
+            return t.strftime("%Y-%m-%d")
+        if unit == "week":
+            return (t - datetime.timedelta(days=t.weekday())).strftime("week of %Y-%m-%d")
+        return t.strftime("%Y-%m")
+    labels, t = [], now_ms
+    while len(labels) < n:  # step back a day at a time: weeks and months fall out of the labels
+        if label(t) not in labels:
+            labels.append(label(t))
+        t -= DAY_MS
+    rows = {name: {} for name in labels}
+    for p in closed_positions:
+        row = rows.get(label(p["closed_at"]))
+        if row is not None:
+            pnl = row.setdefault(p["strategy"], [0.0, 0])
+            pnl[0] += p["realized_pnl"]
+            pnl[1] += 1
+    return [(name, rows[name]) for name in labels]
