@@ -59,6 +59,9 @@ def test_every_command_answers(tmp_path, monkeypatch):
                     orch.last["started_at"] / 1000)))
                 assert f"({len(closed)} trades)" in await ask(api, "/monthly 1")  # 1500 sim minutes: one month
                 assert "usage: /weekly [n]" in await ask(api, "/weekly 0")
+                assert (await ask(api, "/balance")).startswith(f"equity {orch.equity():.2f}")
+                assert "[risk]\nrisk_per_trade = " in await ask(api, "/config risk")
+                assert "no section [nope]" in await ask(api, "/config nope")
                 assert await ask(api, "/resume") == "not halted: nothing to resume"
                 assert "no open position 'nope'" in await ask(api, "/forceexit nope")
                 pid = next(iter(orch.positions))  # the sim holds some after 1500 cycles

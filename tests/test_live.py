@@ -347,3 +347,29 @@ def test_clock_refusals_are_retried_after_a_resync_and_three_in_a_row_halt(tmp_p
         position = asyncio.run(go(2))
         assert halts and "timestamp" in halts[0] and position["status"] == "void"
         assert all(o["status"] == "rejected" for o in db.orders() if o["cycle"] == 2)
+
+
+def test_balance_shows_the_venues_wallets_in_live(tmp_path, monkeypatch):
+    from fake_telegram import FakeBotAPI
+    from helpers import until
+    from vigil import cli
+    from vigil.bot import Bot
+    with FakeVenues(nodelay=True) as fake, FakeBotAPI() as api:
+        monkeypatch.setenv("VIGIL_TELEGRAM_TOKEN", api.token)
+        path, cfg = live_config(tmp_path, fake, monkeypatch, f"[telegram]\nenabled = true\napi_url = {api.url}\n"
+                                                             "chat_ids = 1\nuser_ids = 1\npoll_timeout = 1\n")
+        orch = cli.build(cfg)
+
+        async def go():
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                before = len(api.sent)
+                api.message("/balance")
+                await until(lambda: any("binance USDT" in t for c, t, _ in api.sent[before:]))
+            finally:
+                await bot.stop()
+                await orch.executor.broker.close()
+        asyncio.run(go())
+        [text] = [t for _, t, _ in api.sent if "binance USDT" in t]
+        assert text == "binance USDT: free 10000, used 0, total 10000"

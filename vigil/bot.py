@@ -40,6 +40,8 @@ class Bot:
             "daily": (self.daily, "realized PnL per day, per strategy: /daily [n]"),
             "weekly": (self.weekly, "realized PnL per week (Monday on): /weekly [n]"),
             "monthly": (self.monthly, "realized PnL per month: /monthly [n]"),
+            "balance": (self.balance, "live: the venues' wallets; sim and paper: the books' equity"),
+            "config": (self.config, "the effective config: /config [SECTION] (secrets are never in it)"),
             "why": (self.why, "the last cycle's decisions and reasons"),
             "kill": (self.kill, "halt now, mid-cycle; stays halted after a restart"),
             "resume": (self.resume, "lift the halt"),
@@ -207,6 +209,38 @@ class Bot:
             total, count = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
             parts = ", ".join(f"{name} {v[0]:+.2f} ({v[1]})" for name, v in sorted(by.items()))
             lines.append(f"{label}: {total:+.2f} ({count} trades)" + (f" | {parts}" if parts else ""))
+        await self._reply(update, "\n".join(lines))
+
+    async def balance(self, update, context):
+        import ccxt
+        clients = getattr(self.orch.executor.broker, "clients", None)
+        if not clients:  # sim and paper trade no wallet: the books are the balance
+            o = self.orch
+            await self._reply(update, f"equity {o.equity():.2f} (start {self.cfg['vigil']['starting_equity']:.2f}, "
+                                      f"closed PnL {o.closed_pnl:+.2f}, open positions {len(o.positions)})")
+            return
+        lines = []
+        for venue, ex in clients.items():
+            try:
+                wallet = await ex.fetch_balance()
+            except ccxt.BaseError as e:
+                lines.append(f"{venue}: unavailable ({type(e).__name__})")
+                continue
+            lines += [f"{venue} {asset}: free {wallet['free'].get(asset) or 0:g}, used {wallet['used'].get(asset) or 0:g}, "
+                      f"total {total:g}" for asset, total in sorted(wallet["total"].items()) if total]
+        await self._reply(update, "\n".join(lines) or "the wallets are empty")
+
+    async def config(self, update, context):
+        # Secrets live only in the environment: the config holds the names of their variables, never values.
+        wanted = context.args[0] if context.args else None
+        if wanted and wanted not in self.cfg:
+            await self._reply(update, f"no section [{wanted}]; sections: {', '.join(self.cfg)}")
+            return
+        lines = ["effective config (secrets stay in the environment):"]
+        for section, keys in self.cfg.items():
+            if wanted in (None, section):
+                lines.append(f"[{section}]")
+                lines += [f"{k} = {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in keys.items()]
         await self._reply(update, "\n".join(lines))
 
     async def why(self, update, context):
