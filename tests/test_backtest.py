@@ -155,17 +155,22 @@ def test_backtest_command_reports_gaps_and_bad_files(tmp_path):
     assert bad.returncode == 2 and "BTCUSDT-1m.csv:2: bad row" in bad.stderr
 
 
+def sim_candles(cfg, cycles):
+    """{symbol: (n, 6) candles} of the seeded sim market on binance: its warm-up bars, then one bar per cycle."""
+    market = SimMarket(cfg)
+    rows = {s: [market.buf[0, k, i].tolist() for i in range(market.rows)] for k, s in enumerate(cfg["market"]["symbols"])}
+    for _ in range(cycles):
+        asyncio.run(market.tick())
+        for s in rows:
+            rows[s].append(list(map(float, market.candles()["data"]["binance"][s][-1])))
+    return {s: np.array(r, float) for s, r in rows.items()}
+
+
 def test_every_fill_is_booked_once_when_exits_fill_in_parts(tmp_path):
     """A thin market fills exits in parts over several cycles: each part is booked once, and a closed position's
     exit fills equal its entry fills, leg by leg, as the database holds them."""
     cfg = config.load(cfg_file(tmp_path))
-    market = SimMarket(cfg)
-    rows = {s: [market.buf[0, k, i].tolist() for i in range(market.rows)] for k, s in enumerate(cfg["market"]["symbols"])}
-    for _ in range(4000):
-        asyncio.run(market.tick())
-        for s in rows:
-            rows[s].append(list(map(float, market.candles()["data"]["binance"][s][-1])))
-    data = {s: np.array(r, float) for s, r in rows.items()}
+    data = sim_candles(cfg, 4000)
     for candles in data.values():
         candles[1::2, 5] *= 0.001  # every other bar is thin: what one bar filled, the next fills in parts
     backtest.run(cfg, data, {}, str(tmp_path / "bt.db"), str(tmp_path / "eq.csv"), progress=None)
@@ -195,13 +200,7 @@ def test_stops_fire_inside_the_bar_at_the_stop_or_a_gapped_open(tmp_path):
     """A bar after the entry whose low (long) or high (short) crossed the stop exits in that bar, at the stop or
     at the open when the bar gapped through it (less the fill model's slippage), never at a later close."""
     cfg = config.load(cfg_file(tmp_path))
-    market = SimMarket(cfg)
-    rows = {s: [market.buf[0, k, i].tolist() for i in range(market.rows)] for k, s in enumerate(cfg["market"]["symbols"])}
-    for _ in range(3000):
-        asyncio.run(market.tick())
-        for s in rows:
-            rows[s].append(list(map(float, market.candles()["data"]["binance"][s][-1])))
-    data = {s: np.array(r, float) for s, r in rows.items()}
+    data = sim_candles(cfg, 3000)
     backtest.run(cfg, data, {}, str(tmp_path / "bt.db"), str(tmp_path / "eq.csv"), progress=None)
     db = Storage(str(tmp_path / "bt.db"))
     bars = {(s, int(r[0])): r for s, c in data.items() for r in c}
