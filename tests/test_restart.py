@@ -7,6 +7,7 @@ as a chosen cycle's row (between cycles) or its recorded inputs (inside the cycl
 in the database, which is polled.
 """
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -29,8 +30,10 @@ def make_cfg(tmp_path, name):
     return path, tmp_path / f"{name}.db"
 
 
-def start(cfg, cycles):
-    return subprocess.Popen([sys.executable, "run.py", "--config", str(cfg), "--cycles", str(cycles),
+def start(cfg, cycles, dying=None):
+    """run.py, or with dying (a file of order ids) this module as a script: it kills itself at those orders."""
+    script = ["run.py"] if dying is None else [__file__, str(dying)]
+    return subprocess.Popen([sys.executable, *script, "--config", str(cfg), "--cycles", str(cycles),
                              "--interval", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -137,3 +140,51 @@ def test_sigkill_at_many_points_then_restart_changes_nothing(tmp_path):
     got = books(db)
     assert got == expected, f"after kills at {landed}: {first_difference(expected, got)}"
     assert got["cycles"][CYCLES]["equity"] == expected["cycles"][CYCLES]["equity"]
+
+
+def test_sigkill_between_write_ahead_and_send_of_entries_and_exits(tmp_path):
+    """The narrowest windows, hit on purpose: the order row is committed, the sim never got the order."""
+    cfg, db = make_cfg(tmp_path, "once")
+    run = start(cfg, CYCLES)
+    assert run.wait(timeout=120) == 0, run.stderr.read().decode()
+    run.stderr.close()
+    expected = books(db)
+    kinds = {"first cycle": [], "entry": [], "second leg": [], "exit at a level": [], "exit at market": []}
+    for (body,) in query(db, "SELECT body FROM orders ORDER BY id"):
+        o = json.loads(body)
+        kind = "first cycle" if o["cycle"] == 1 else \
+            ("exit at market" if o["type"] == "market" else "exit at a level") if o["reduce_only"] else \
+            "second leg" if o["leg"] else "entry"
+        kinds[kind].append(o["id"])
+    rng = random.Random(4790)
+    chosen = [i for kind, n in (("first cycle", 1), ("entry", 4), ("second leg", 1), ("exit at a level", 4),
+                                ("exit at market", 2)) for i in rng.sample(kinds[kind], n)]
+
+    cfg, db = make_cfg(tmp_path, "killed")
+    dying = tmp_path / "dying"
+    dying.write_text(" ".join(chosen))
+    kills = 0
+    while last(db) < CYCLES:
+        proc = start(cfg, CYCLES - last(db), dying)
+        code = proc.wait(timeout=120)
+        assert code in (0, -signal.SIGKILL), proc.stderr.read().decode()
+        proc.stderr.close()
+        kills += code == -signal.SIGKILL
+    got = books(db)
+    assert got == expected, f"killed before sending {chosen}: {first_difference(expected, got)}"
+    assert kills == len(chosen) and not dying.read_text().split()
+
+
+if __name__ == "__main__":  # run.py that SIGKILLs itself once before each order listed in argv[1] reaches the sim
+    sys.path.insert(0, str(ROOT))
+    from vigil import cli, sim_broker
+    listed, place = Path(sys.argv[1]), sim_broker.SimBroker.place
+
+    async def dying_place(self, order):
+        ids = listed.read_text().split()
+        if order["id"] in ids:
+            listed.write_text(" ".join(i for i in ids if i != order["id"]))  # once: the replay sends it
+            os.kill(os.getpid(), signal.SIGKILL)
+        return await place(self, order)
+    sim_broker.SimBroker.place = dying_place
+    sys.exit(cli.main(sys.argv[2:]))

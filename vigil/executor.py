@@ -62,10 +62,13 @@ class Executor:
 
         level: the stop or target the last bar crossed; the order is then of that type, at that price.
         """
-        if tracker.exit_in_flight(position, self.db.orders(position_id=position["id"])):
-            return position
-        position = dict(position, close_reason=position["close_reason"] or reason)
         opened = position["id"].split(":")[0]
+        own = {client_order_id(cycle, strategy or position["strategy"], leg["symbol"], i, "close", opened)
+               for i, leg in enumerate(position["legs"])}  # in flight under these ids: this very exit, replayed
+        others = [o for o in self.db.orders(position_id=position["id"]) if o["id"] not in own]
+        if tracker.exit_in_flight(position, others):
+            return position  # another exit is in flight: one at a time
+        position = dict(position, close_reason=position["close_reason"] or reason)
         for i, leg in enumerate(position["legs"]):
             if leg["qty"] <= tracker.DUST * leg["opened_qty"]:
                 continue

@@ -262,6 +262,8 @@ class Orchestrator:
         id; any other (new prices, other decisions), or trades outside a cycle since, keep the rows' positions.
         """
         saved = self.db.get("checkpoint")
+        if saved is None and self.cycle_n == 0:  # a crash inside the first cycle: it starts from nothing
+            saved = {"n": 0, "fill": 0, "closed_pnl": 0.0, "positions": [], "veto": None, "trend": None}
         if not saved or saved["n"] != self.cycle_n:
             return
         self.trend.load(saved["trend"])
