@@ -31,7 +31,7 @@ def _binance_market(base):
             "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.10", "maxPrice": "1000000", "tickSize": "0.10"},
                         {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
                         {"filterType": "MIN_NOTIONAL", "notional": "5"}],
-            "orderTypes": ["LIMIT", "MARKET"], "timeInForce": ["GTC", "IOC"]}
+            "orderTypes": ["LIMIT", "MARKET", "STOP_MARKET"], "timeInForce": ["GTC", "IOC"]}
 
 
 def _binance_spot_market(base):
@@ -71,6 +71,9 @@ class FakeVenues:
         self.fng = 50
         self.api_key, self.secret = "TESTKEY", "SECRETKEY123456"
         self.orders = {}  # client order id -> Binance order dict (the exchange's own state)
+        # Conditional (stop-market) orders by client id, until they trigger: Binance keeps them in its Algo
+        # Service (its own ids and statuses; the order it triggers has a new id), Bybit among its orders.
+        self.stops = {}
         self.order_posts = []  # every order request that reached the matching engine's door
         self.duplicate_posts = []  # client ids posted again after the venue had taken them (refused)
         self.order_faults = []
@@ -162,6 +165,28 @@ class FakeVenues:
         with self.lock:
             if self.orders[cid]["_next"]:
                 self._step(self.orders[cid])
+
+    def move_price(self, price):
+        """The mark moves to price: every resting stop it crosses triggers as a reduce-only market order."""
+        with self.lock:
+            self.price = price
+            for stop in list(self.stops.values()):
+                sell = stop["side"] == "SELL"
+                if stop["algoStatus"] == "NEW" and (price <= stop["_trigger"] if sell else price >= stop["_trigger"]):
+                    self._trigger(stop)
+
+    def drop_stops(self, status="EXPIRED"):
+        """The venue cancels every resting stop on its own (as Binance does when a position is closed by hand)."""
+        with self.lock:
+            for stop in self.stops.values():
+                if stop["algoStatus"] == "NEW":
+                    stop.update(algoStatus=status, updateTime=int(time.time() * 1000))
+
+    def resting_stops(self):
+        """{client id: (side, quantity, trigger price)} of the stops still waiting for their price."""
+        with self.lock:
+            return {cid: (s["side"], float(s["quantity"]), s["_trigger"]) for cid, s in self.stops.items()
+                    if s["algoStatus"] == "NEW"}
 
     def settle_all(self):
         for cid in list(self.orders):
@@ -355,6 +380,20 @@ class FakeVenues:
                 if not self._cancel(order):
                     return 400, {"code": -2011, "msg": "Unknown order sent."}
                 return 200, _public(order)
+            if method == "POST" and path == "/fapi/v1/algoOrder":
+                return self._new_stop(q, q.get("clientAlgoId"))
+            if path == "/fapi/v1/algoOrder":
+                stop = self.stops.get(q.get("clientAlgoId")) or next(
+                    (s for s in self.stops.values() if str(s["algoId"]) == q.get("algoId")), None)
+                if stop is None:
+                    return 400, {"code": -2013, "msg": "Order does not exist."}
+                if method == "DELETE":
+                    if stop["algoStatus"] != "NEW":
+                        return 400, {"code": -20124, "msg": "Invalid algo id or it has been completed."}
+                    stop.update(algoStatus="CANCELED", updateTime=int(time.time() * 1000))
+                return 200, _public(stop)
+            if method == "GET" and path == "/fapi/v1/openAlgoOrders":
+                return 200, [_public(s) for s in self.stops.values() if s["algoStatus"] == "NEW" and symbol(s)]
             if method == "GET" and path == "/fapi/v1/positionSide/dual":
                 return 200, {"dualSidePosition": self.hedge_mode}
             if method == "GET" and path == "/fapi/v1/leverageBracket":
@@ -424,6 +463,18 @@ class FakeVenues:
                                          "locked": "0", "totalPositionIM": "0", "totalOrderIM": "0"}]}]})
             if path == "/v5/account/info":
                 return ok({"unifiedMarginStatus": 4, "marginMode": "REGULAR_MARGIN"})
+            if path == "/v5/order/create" and req.get("triggerPrice"):
+                if str(req.get("triggerDirection")) not in ("1", "2"):
+                    return fail(10001, "triggerDirection is required for a conditional order")
+                status, answer = self._new_stop({
+                    "symbol": req["symbol"], "side": req["side"].upper(), "type": "STOP_MARKET",
+                    "quantity": req["qty"], "triggerPrice": req["triggerPrice"],
+                    "reduceOnly": str(req.get("reduceOnly", False)).lower(),
+                    "workingType": {"MarkPrice": "MARK_PRICE"}.get(req.get("triggerBy"), "CONTRACT_PRICE")},
+                    req["orderLinkId"], bybit=True)
+                if status != 200:
+                    return fail(110072 if answer["code"] == -20132 else 10001, answer["msg"])
+                return ok({"orderId": str(answer["algoId"]), "orderLinkId": req["orderLinkId"]})
             if path == "/v5/order/create":
                 status, answer = self._new_order({
                     "newClientOrderId": req["orderLinkId"], "symbol": req["symbol"], "side": req["side"].upper(),
@@ -441,6 +492,10 @@ class FakeVenues:
             if path == "/v5/order/cancel":
                 if not req.get("orderLinkId") and not req.get("orderId"):  # ccxt's clientOrderId is not translated
                     return fail(10001, "orderId or orderLinkId is required")
+                stop = self.stops.get(req.get("orderLinkId"))
+                if stop is not None and stop["algoStatus"] == "NEW":
+                    stop.update(algoStatus="CANCELED", updateTime=int(time.time() * 1000))
+                    return ok({"orderId": str(stop["algoId"]), "orderLinkId": stop["clientAlgoId"]})
                 order = self._find(req.get("orderLinkId"), req.get("orderId"))
                 if not self._cancel(order):
                     return fail(110001, "order not exists or too late to cancel")
@@ -448,13 +503,20 @@ class FakeVenues:
             if path in ("/v5/order/realtime", "/v5/order/history"):
                 # Asked by id, Bybit answers for any recent order; otherwise realtime lists working ones only.
                 link, oid = q.get("orderLinkId"), q.get("orderId")
-                if link or oid:
+                stop = self.stops.get(link)
+                if stop is not None and not stop["actualOrderId"]:  # not triggered: Bybit's conditional view
+                    return ok({"category": "linear", "list": [self._bybit_stop(stop)], "nextPageCursor": ""})
+                if stop is not None:
+                    found = [self.orders[f"{link}:triggered"]]
+                elif link or oid:
                     found = [o for o in [self._lookup(self._find(link, oid), bool(link))] if o]
                 elif path == "/v5/order/realtime":
                     found = self.open_orders + self._working()
+                    found += [self._bybit_stop(s) for s in self.stops.values() if s["algoStatus"] == "NEW"]
                 else:
                     found = [o for o in self.orders.values() if o["status"] not in WORKING]
-                return ok({"category": "linear", "list": [self._bybit_order(o) for o in found if symbol(o)],
+                return ok({"category": "linear", "list": [o if "orderStatus" in o else self._bybit_order(o)
+                                                          for o in found if symbol(o)],
                            "nextPageCursor": ""})
             if path == "/v5/execution/list":
                 link, oid = q.get("orderLinkId"), q.get("orderId")
@@ -470,6 +532,65 @@ class FakeVenues:
                 return ok({"category": "linear", "list": [self._bybit_position(s, net.get(s, 0.0)) for s in syms],
                            "nextPageCursor": ""})
         return fail(10001, f"{method} {path} not faked")
+
+    def _bybit_stop(self, s):
+        """A conditional order not triggered (or cancelled before it was) as Bybit lists it."""
+        status = {"NEW": "Untriggered", "CANCELED": "Cancelled"}.get(s["algoStatus"], "Deactivated")
+        return {"orderId": str(s["algoId"]), "orderLinkId": s["clientAlgoId"], "symbol": s["symbol"],
+                "side": s["side"].capitalize(), "orderType": "Market", "price": "0", "qty": s["quantity"],
+                "cumExecQty": "0", "cumExecValue": "0", "avgPrice": "", "cumExecFee": "0", "orderStatus": status,
+                "timeInForce": "IOC", "reduceOnly": True, "triggerPrice": s["triggerPrice"],
+                "triggerDirection": 2 if s["side"] == "SELL" else 1, "triggerBy": "MarkPrice",
+                "stopOrderType": "Stop", "createdTime": str(s["createTime"]), "updatedTime": str(s["updateTime"]),
+                "leavesQty": s["quantity"] if status == "Untriggered" else "0", "positionIdx": 0,
+                "category": "linear"}
+
+    def _new_stop(self, q, cid, bybit=False):
+        """A stop-market order resting until the mark crosses its trigger price (reduce-only, as Vigil sends)."""
+        self.order_posts.append(cid)
+        fault = self.order_faults.pop(0) if self.order_faults else None
+        if fault in (418, 429):
+            return fault, {"code": -1003, "msg": "Too many requests."}
+        if cid in self.stops or cid in self.orders:
+            self.duplicate_posts.append(cid)
+            return 400, {"code": -20132, "msg": "The client algo id is duplicated."}
+        if q.get("type") != "STOP_MARKET" or q.get("reduceOnly") != "true" or not q.get("triggerPrice"):
+            return 400, {"code": -1106, "msg": "this fake takes reduce-only STOP_MARKET orders only"}
+        if self.on_order:
+            self.on_order(cid, "received")
+        ms = int(time.time() * 1000)
+        stop = self.stops[cid] = {
+            "algoId": 5000 + len(self.stops), "clientAlgoId": cid, "algoType": "CONDITIONAL",
+            "orderType": "STOP_MARKET", "symbol": q["symbol"], "side": q["side"], "positionSide": "BOTH",
+            "timeInForce": "GTC", "quantity": q["quantity"], "algoStatus": "NEW", "triggerPrice": q["triggerPrice"],
+            "price": "0", "workingType": q.get("workingType", "CONTRACT_PRICE"), "reduceOnly": True,
+            "closePosition": False, "priceProtect": False, "createTime": ms, "updateTime": ms, "triggerTime": 0,
+            "actualOrderId": "", "actualPrice": "", "_trigger": float(q["triggerPrice"]), "_bybit": bybit}
+        if self.on_order:
+            self.on_order(cid, "stored")
+        if fault == 503:
+            return 503, {"code": -1001, "msg": "Internal error; unable to process your request."}
+        return 200, _public(stop)
+
+    def _trigger(self, stop):
+        """The stop's market order: reduce-only, so never more than the position it closes holds."""
+        held = self.net_positions().get(stop["symbol"], 0.0) * (1 if stop["side"] == "SELL" else -1)
+        qty = min(float(stop["quantity"]), max(held, 0.0))
+        ms = int(time.time() * 1000)
+        if qty <= 0:  # nothing left to reduce: the venue expires the stop
+            stop.update(algoStatus="EXPIRED", updateTime=ms)
+            return
+        # Bybit's triggered order keeps its id; Binance's algo order starts a new one in the matching engine
+        order_id = stop["algoId"] if stop["_bybit"] else 90000 + len(self.orders)
+        order = self.orders[f"{stop['clientAlgoId']}:triggered"] = {
+            "orderId": order_id, "symbol": stop["symbol"], "clientOrderId": stop["clientAlgoId"],
+            "status": "FILLED", "price": "0", "avgPrice": "0", "origQty": str(qty), "executedQty": "0",
+            "cumQuote": "0", "timeInForce": "GTC", "type": "MARKET", "reduceOnly": True, "side": stop["side"],
+            "positionSide": "BOTH", "updateTime": ms, "time": ms, "_trades": [], "_next": None, "_looks": 0,
+            "_lag": 0}
+        self._fill(order, qty)
+        stop.update(algoStatus="FINISHED", actualOrderId=str(order_id), actualPrice=str(self.price),
+                    triggerTime=ms, updateTime=ms)
 
     def _bybit_order(self, o):
         done, qty = float(o["executedQty"]), float(o["origQty"])

@@ -1,5 +1,6 @@
-"""Executes a fixed set of intended spreads (Binance long, Bybit short) against two fake venues; the crash test
-kills and restarts it, and it prints what reconciliation then finds."""
+"""Executes a fixed set of intended spreads (Binance long, Bybit short), or of directional trades with stops
+the venues hold, against two fake venues; the crash tests kill and restart it, and it prints what
+reconciliation then finds."""
 import asyncio
 import sys
 from pathlib import Path
@@ -30,7 +31,24 @@ def intents(venue=None):
     return out
 
 
-async def main(db_path, binance_url, bybit_url):
+def stopped_intents():
+    """Four directional trades with stops, two per venue, one long and one short on each."""
+    out = []
+    for k, (venue, symbol, side) in enumerate([("binance", "BTC/USDT", "buy"), ("bybit", "BTC/USDT", "sell"),
+                                               ("binance", "ETH/USDT", "sell"), ("bybit", "ETH/USDT", "buy")]):
+        stop = 90.0 if side == "buy" else 110.0
+        proposal = {"id": f"{k + 1}:momentum:{symbol}", "strategy": "momentum", "symbol": symbol, "side": side,
+                    "kind": "directional", "intent": "open", "position_id": None,
+                    "legs": [{"venue": venue, "symbol": symbol, "side": side, "market": "swap"}], "confidence": 1.0,
+                    "entry": 100.0, "stop": stop, "target": None, "max_hold_s": 0, "reason": "crash test",
+                    "created_at": NOW}
+        leg = {"venue": venue, "symbol": symbol, "side": side, "market": "swap", "qty": 0.5 + k, "price": 100.0,
+               "notional": 100.0 * (0.5 + k)}
+        out.append((k + 1, {"proposal": proposal, "legs": [leg], "checks": []}))
+    return out
+
+
+async def main(db_path, binance_url, bybit_url, stops=False):
     clients = {}
     for venue, url in (("binance", binance_url), ("bybit", bybit_url)):
         clients[venue] = venues.client({f"venue.{venue}": {"rest_url": url, "ws_url": ""}}, venue, 1.0,
@@ -38,15 +56,18 @@ async def main(db_path, binance_url, bybit_url):
         clients[venue].apiKey, clients[venue].secret = "TESTKEY", "SECRETKEY123456"
     db = Storage(db_path, durable=True)
     # a short window: an order the kill left unsent is proven absent within one patient lookup
-    executor = Executor(db, LiveBroker(clients, patience_s=2.0, window_s=0.5, missing_lookups=3), lambda: False)
+    executor = Executor(db, LiveBroker(clients, patience_s=2.0, window_s=0.5, missing_lookups=3), lambda: False,
+                        venue_stops=stops)
     try:
         await executor.recover(0, NOW)  # what a crash left working is asked about and booked first
-        for cycle, trade in intents():
+        for cycle, trade in stopped_intents() if stops else intents():
             await executor.open(trade, cycle, NOW)  # the same intentions again: nothing sent twice
         for _ in range(10):
-            if not db.orders(statuses=ORDER_WORKING):
+            # resting stops are working by design; one a kill left unsent is proven absent within 0.5 s
+            if not [o for o in db.orders(statuses=ORDER_WORKING) if o["type"] != "venue_stop" or o["missing"]]:
                 break
-            await executor.follow(4, NOW)
+            await executor.follow(5, NOW)
+            await asyncio.sleep(0.2 * stops)
         problems, _, _ = await reconcile.reconcile(clients, db, ["BTC/USDT"], 1e9)
     finally:
         for ex in clients.values():
@@ -54,9 +75,9 @@ async def main(db_path, binance_url, bybit_url):
     return "problems: " + ("; ".join(problems) or "none")
 
 
-def run(db_path, binance_url, bybit_url, out_path):
+def run(db_path, binance_url, bybit_url, out_path, stops=False):
     """One process's run (a forkserver child in the crash test): what reconciliation found, then 'done'."""
-    found = asyncio.run(main(db_path, binance_url, bybit_url))
+    found = asyncio.run(main(db_path, binance_url, bybit_url, stops))
     Path(out_path).write_text(f"{found}\ndone\n")
 
 

@@ -196,10 +196,13 @@ def test_every_fill_is_booked_once_when_exits_fill_in_parts(tmp_path):
                 assert exited == pytest.approx(entered, rel=1e-9)
 
 
-def test_stops_fire_inside_the_bar_at_the_stop_or_a_gapped_open(tmp_path):
+@pytest.mark.parametrize("venue_stops", [True, False])
+def test_stops_fire_inside_the_bar_at_the_stop_or_a_gapped_open(tmp_path, venue_stops):
     """A bar after the entry whose low (long) or high (short) crossed the stop exits in that bar, at the stop or
-    at the open when the bar gapped through it (less the fill model's slippage), never at a later close."""
+    at the open when the bar gapped through it (less the fill model's slippage), never at a later close; the
+    same whether the stop rests at the (simulated) venue or Vigil sends the exit when a bar crosses it."""
     cfg = config.load(cfg_file(tmp_path))
+    cfg["risk"]["venue_stops"] = venue_stops
     data = sim_candles(cfg, 3000)
     backtest.run(cfg, data, {}, str(tmp_path / "bt.db"), str(tmp_path / "eq.csv"), progress=None)
     db = Storage(str(tmp_path / "bt.db"))
@@ -208,11 +211,12 @@ def test_stops_fire_inside_the_bar_at_the_stop_or_a_gapped_open(tmp_path):
     for p in db.positions("closed"):
         if p["close_reason"] != "stop":
             continue
-        exits = [o for o in db.orders(position_id=p["id"]) if o["reduce_only"]]
+        exits = [o for o in db.orders(position_id=p["id"]) if o["reduce_only"] and o["filled"]]
+        assert all(o["type"] == "venue_stop" for o in db.orders(position_id=p["id"]) if o["status"] == "cancelled")
         first = db.fills(exits[0]["id"])[0]
         ts, o, h, low, c, v = bars[(p["symbol"], first["ts"])]
         long = p["side"] == "buy"
-        if exits[0]["type"] == "stop":
+        if exits[0]["type"] == ("venue_stop" if venue_stops else "stop"):
             fired += 1
             assert (low <= p["stop"]) if long else (h >= p["stop"])  # the bar crossed it
             level = min(o, p["stop"]) if long else max(o, p["stop"])

@@ -47,7 +47,10 @@ def test_every_command_answers(tmp_path, monkeypatch):
                 status = await ask(api, "/status")
                 assert "mode sim | running" in status and "last cycle #1500" in status and "feeds:" in status
                 assert "BTC/USDT" in status
-                assert "[" in await ask(api, "/positions") or orch.positions == {}
+                held = await ask(api, "/positions")
+                assert "[" in held or orch.positions == {}
+                for p in orch.positions.values():  # each stop, and who holds it: the (simulated) venue here
+                    assert p["stop"] is None or f"stop {p['stop']:g} held by the venue" in held
                 pnl = await ask(api, "/pnl")
                 assert "momentum:" in pnl and "win" in pnl and "Sharpe" in pnl
                 trades = (await ask(api, "/trades 3")).splitlines()

@@ -6,6 +6,7 @@ import signal
 
 import live_driver
 from fake_venue import FakeVenues
+from vigil.schemas import ORDER_WORKING
 from vigil.storage import Storage
 
 # answers that end filled, late or after a lagging lookup: the kills land while they are still working
@@ -17,10 +18,37 @@ FORK = multiprocessing.get_context("forkserver")
 FORK.set_forkserver_preload(["live_driver"])
 
 
-def start(db, fakes, out):
-    child = FORK.Process(target=live_driver.run, args=(str(db), fakes["binance"].url, fakes["bybit"].url, str(out)))
+def start(db, fakes, out, stops=False):
+    child = FORK.Process(target=live_driver.run,
+                         args=(str(db), fakes["binance"].url, fakes["bybit"].url, str(out), stops))
     child.start()
     return child
+
+
+def kill_at(point, db, fakes, out, stops=False, between=lambda: None):
+    """Starts the driver and SIGKILLs it at point: the at-th order to reach a venue, as it arrives or once
+    stored, or at a moment. between() runs while it is down. Returns whether the kill landed."""
+    kind, at, phase = point
+    posts = []
+    child = start(db, fakes, out, stops)
+    if kind == "order":
+        def kill(cid, seen):
+            if seen == "received":
+                posts.append(cid)
+            if seen == phase and len(posts) - 1 == at:
+                os.kill(child.pid, signal.SIGKILL)
+        for fake in fakes.values():
+            fake.on_order = kill
+        child.join(timeout=60)
+        for fake in fakes.values():
+            fake.on_order = None
+    else:
+        child.join(timeout=at)
+        if child.exitcode is None:
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(timeout=60)
+    between()
+    return child.exitcode == -signal.SIGKILL
 
 
 def one_run(tmp_path, run, point, faults):
@@ -29,26 +57,8 @@ def one_run(tmp_path, run, point, faults):
     with FakeVenues(nodelay=True) as binance, FakeVenues(nodelay=True) as bybit:
         fakes = {"binance": binance, "bybit": bybit}
         binance.order_faults, bybit.order_faults = faults
-        posts = []
         db, out = tmp_path / f"run{run}.db", tmp_path / f"run{run}.out"
-        child = start(db, fakes, out)
-        if kind == "order":
-            def kill(cid, seen, at=at, phase=phase, child=child):
-                if seen == "received":
-                    posts.append(cid)
-                if seen == phase and len(posts) - 1 == at:
-                    os.kill(child.pid, signal.SIGKILL)
-            for fake in fakes.values():
-                fake.on_order = kill
-            child.join(timeout=60)
-            for fake in fakes.values():
-                fake.on_order = None
-        else:
-            child.join(timeout=at)
-            if child.exitcode is None:
-                os.kill(child.pid, signal.SIGKILL)
-                child.join(timeout=60)
-        killed = child.exitcode == -signal.SIGKILL
+        killed = kill_at(point, db, fakes, out)
         again = start(db, fakes, out)  # the restart: same database, same intentions
         again.join(timeout=60)
         where = (run, kind, at, phase, binance.order_faults, bybit.order_faults)
@@ -98,3 +108,63 @@ def test_sigkill_at_any_point_never_loses_doubles_or_leaves_books_apart_from_the
         results = list(pool.map(one_run, [tmp_path] * len(points), range(len(points)), points, faults))
     assert sum(killed for killed, _ in results) >= 45  # the kills really landed mid-run
     assert sum(opened for _, opened in results) >= 100  # and most intentions still ended as whole spreads
+
+
+def stop_run(tmp_path, run, point, faults, down=None):
+    """A run of directional trades with venue stops killed at point, then restarted (down() runs between).
+    Checks that every open position has exactly its stop at its venue and the books equal the venues."""
+    with FakeVenues(nodelay=True) as binance, FakeVenues(nodelay=True) as bybit:
+        fakes = {"binance": binance, "bybit": bybit}
+        binance.order_faults, bybit.order_faults = faults
+        db, out = tmp_path / f"stop{run}.db", tmp_path / f"stop{run}.out"
+        killed = kill_at(point, db, fakes, out, True, lambda: down and down(fakes))
+        again = start(db, fakes, out, True)
+        again.join(timeout=60)
+        where = (run, point, faults)
+        lines = out.read_text().splitlines() if out.exists() else []
+        assert again.exitcode == 0 and lines == ["problems: none", "done"], (where, lines)
+        for fake in fakes.values():  # no client id reached a venue twice
+            assert len(fake.order_posts) == len(set(fake.order_posts)), (where, fake.order_posts)
+        store = Storage(str(db))
+        positions = store.positions()
+        books, stops = {}, {}
+        for p in positions:
+            leg = p["legs"][0]
+            key = (leg["venue"], leg["symbol"].replace("/", ""))
+            books[key] = books.get(key, 0.0) + leg["qty"] * (1 if leg["side"] == "buy" else -1)
+            if p["status"] == "open":
+                stops[(leg["venue"], p["stop_order"])] = ("SELL" if leg["side"] == "buy" else "BUY", leg["qty"], p["stop"])
+            else:
+                assert p["status"] in ("closed", "void") and p["stop_order"] is None, (where, p)
+        resting = {(venue, cid): stop for venue, fake in fakes.items() for cid, stop in fake.resting_stops().items()}
+        assert resting == stops, where  # exactly one stop per open position, of its size; no stray one
+        for venue, fake in fakes.items():
+            for symbol, qty in fake.net_positions().items():
+                assert abs(books.get((venue, symbol), 0.0) - qty) < 1e-9, (where, venue, symbol)
+        working = [o["id"] for o in store.orders(statuses=ORDER_WORKING)]
+        assert sorted(working) == sorted(cid for _, cid in stops), where
+        store.close()
+        return killed, positions
+
+
+def test_sigkill_around_entries_and_their_stops_leaves_each_open_position_its_one_stop(tmp_path):
+    rng = random.Random(14)
+    # four trades, each an entry and its stop: a kill as each of the 8 orders arrives and once it is stored,
+    # and at 8 random moments; entries answer late at random
+    points = [("order", i, phase) for i in range(8) for phase in ("received", "stored")]
+    points += [("time", rng.uniform(0.01, 0.4), None) for _ in range(8)]
+    faults = [([rng.choice(LATE[:4]) for _ in range(2)], [rng.choice(LATE[:4]) for _ in range(2)]) for _ in points]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(stop_run, [tmp_path] * len(points), range(len(points)), points, faults))
+    assert sum(killed for killed, _ in results) >= 20
+    assert sum(p["status"] == "open" for _, positions in results for p in positions) >= 80
+
+
+def test_a_position_stays_protected_while_vigil_is_down(tmp_path):
+    """Killed right after the first stop is at the venue; the price falls through it during the outage; the
+    restart books the stop's fill and closes the position by it."""
+    def crash(fakes):
+        fakes["binance"].move_price(85.0)
+    _, positions = stop_run(tmp_path, 0, ("order", 1, "stored"), ([], []), crash)
+    first = positions[0]
+    assert first["status"] == "closed" and first["close_reason"] == "stop" and first["legs"][0]["mark"] == 85.0

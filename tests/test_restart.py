@@ -78,15 +78,14 @@ def books(db):
     return {"positions": positions, "fills": fills, "orders": orders, "cycles": cycles, "inputs": inputs}
 
 
-def first_difference(a, b):
-    for key in a:
-        if a[key] != b[key]:
-            if isinstance(a[key], dict):
-                n = min(k for k in set(a[key]) | set(b[key]) if a[key].get(k) != b[key].get(k))
-                return f"{key} first differ at {n}:\n{str(a[key].get(n))[:600]}\n{str(b[key].get(n))[:600]}"
-            pairs = [(x, y) for x, y in zip(a[key], b[key]) if x != y]
-            return f"{key}: {len(pairs)} differ ({len(a[key])} vs {len(b[key])}), the first:\n{pairs[:1]}"
-    return None
+def first_difference(a, b, path=""):
+    """Where two nested structures first differ, down to the leaf: a path and both values."""
+    if isinstance(a, dict) and isinstance(b, dict) and set(a) == set(b):
+        return next((first_difference(a[k], b[k], f"{path}[{k!r}]") for k in sorted(a, key=str) if a[k] != b[k]),
+                    None)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return next((first_difference(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    return f"{path}:\n{str(a)[:600]}\n{str(b)[:600]}"
 
 
 def test_sigkill_at_many_points_then_restart_changes_nothing(tmp_path):

@@ -18,8 +18,8 @@ def closed(position, legs_fills, now, reason, working=()):
     position = dict(position, close_reason=position["close_reason"] or reason)
     for i, fills in enumerate(legs_fills):
         for f in fills:
-            position = tracker.book(position, {"leg": i, "reduce_only": True}, f)
-    return tracker.settle(position, [{"reduce_only": True, "status": s} for s in working], now, final=True)
+            position = tracker.book(position, {"leg": i, "type": "market", "reduce_only": True}, f)
+    return tracker.settle(position, [{"type": "market", "reduce_only": True, "status": s} for s in working], now, final=True)
 
 
 def bars(close, low=None, high=None, ts=-60_000, open_=None):
@@ -48,7 +48,7 @@ def test_close_books_pnl_and_a_partial_exit_stays_closing():
     pos = opened(proposal(), [[fill("o", 2, 100, fee=0.1)]])
     assert pos["status"] == "open" and pos["legs"][0]["opened_qty"] == 2
     working = closed(pos, [[]], 4, "target", working=["open"])
-    assert working["status"] == "closing" and tracker.exit_in_flight(working, [{"reduce_only": True,
+    assert working["status"] == "closing" and tracker.exit_in_flight(working, [{"type": "market", "reduce_only": True,
                                                                                 "status": "open"}])
     half = closed(pos, [[fill("x", 1, 110, fee=0.05, side="sell")]], 5, "target")
     assert half["status"] == "closing" and half["legs"][0]["qty"] == 1
@@ -62,13 +62,13 @@ def test_close_books_pnl_and_a_partial_exit_stays_closing():
 def test_an_entry_still_working_is_opening_and_one_that_never_filled_is_void():
     p = proposal()
     pos = opened(p, [[fill("o", 1, 100, trade_id="t1")]])
-    assert tracker.settle(pos, [{"reduce_only": False, "status": "open", "leg": 0}], 1)["status"] == "opening"
+    assert tracker.settle(pos, [{"type": "market", "reduce_only": False, "status": "open", "leg": 0}], 1)["status"] == "opening"
     two = opened(spread(), [[fill("a", 1, 100)], []])  # the second leg's order not sent yet
-    sent = [{"reduce_only": False, "status": "filled", "leg": 0}]
+    sent = [{"type": "market", "reduce_only": False, "status": "filled", "leg": 0}]
     assert tracker.settle(dict(two, status="opening"), sent, 1)["status"] == "opening"
     assert tracker.settle(dict(two, status="opening"), sent, 1, final=True)["status"] == "open"  # none will be
     assert tracker.mark(dict(pos, status="opening"), bars(1.0), None, 1)[1] is None
-    more = tracker.book(pos, {"leg": 0, "reduce_only": False}, fill("o", 3, 104, trade_id="t2"))
+    more = tracker.book(pos, {"leg": 0, "type": "market", "reduce_only": False}, fill("o", 3, 104, trade_id="t2"))
     assert more["legs"][0]["qty"] == 4 and more["legs"][0]["entry"] == pytest.approx(103)  # the fills' VWAP
     assert opened(p, [[]])["status"] == "void"
 

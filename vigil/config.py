@@ -57,6 +57,8 @@ TABLE = {
         "max_open_positions": (int, 6, 1, 1000, "open positions at once"),
         "daily_loss": (float, 0.03, 0.001, 1.0, "UTC-day loss / equity that blocks new entries"),
         "min_notional": (float, 10.0, 0.0, 1e9, "smallest order notional"),
+        "venue_stops": (bool, True, None, None,
+                        "keep each directional position's stop resting at the venue as a reduce-only stop order"),
     },
     "feeds": {
         "funding_venues": (list, ["binance", "bybit", "okx"], None, None, "venues whose funding is compared"),

@@ -27,8 +27,10 @@ class Executor:
     that stores it, and a fill already stored (same venue and trade id) is never booked again.
     """
 
-    def __init__(self, db, broker, is_halted, alert=lambda kind, text: None, kill=lambda reason: None):
+    def __init__(self, db, broker, is_halted, alert=lambda kind, text: None, kill=lambda reason: None,
+                 venue_stops=False):
         self.db = db
+        self.venue_stops = venue_stops  # each open directional position keeps its stop resting at the venue
         self.broker = broker
         self.is_halted = is_halted
         self.alert = alert
@@ -44,7 +46,8 @@ class Executor:
         """
         position = self.db.position(trade["proposal"]["id"]) or tracker.new_position(trade, now)
         if position["status"] != "opening":
-            return position  # a replayed cycle whose trade a restart already settled: nothing more is sent
+            # a replayed cycle whose trade a restart already settled: nothing more is sent but its stop
+            return await self.protect(position, cycle, now)
         try:
             for i, leg in enumerate(trade["legs"]):
                 order = self._order(cycle, trade["proposal"], position["id"], i, leg["venue"], leg["symbol"],
@@ -55,7 +58,7 @@ class Executor:
             if self.db.position(position["id"]):
                 self._settle(position, now)
             raise
-        return await self._balance(position, cycle, now)
+        return await self.protect(await self._balance(position, cycle, now), cycle, now)
 
     async def close(self, position, cycle, now, reason, strategy=None, force=False, level=None):
         """Sends a reduce-only order for what is left of every leg; one exit in flight at a time.
@@ -68,6 +71,11 @@ class Executor:
         others = [o for o in self.db.orders(position_id=position["id"]) if o["id"] not in own]
         if tracker.exit_in_flight(position, others):
             return position  # another exit is in flight: one at a time
+        stop = self._resting_stop(position)
+        if stop:  # never racing the venue's stop: it is cancelled (or found filled) first
+            position = await self._cancel(position, stop, now, f"exit: {reason}")
+            if position["stop_order"] or position["status"] == "closed":
+                return position  # the cancel got no answer (asked again next cycle), or the stop closed it
         position = dict(position, close_reason=position["close_reason"] or reason)
         for i, leg in enumerate(position["legs"]):
             if leg["qty"] <= tracker.DUST * leg["opened_qty"]:
@@ -98,9 +106,12 @@ class Executor:
                 log.error("order %s has no position row: left for reconciliation", order["id"])
                 continue
             answer, fills = await self.broker.resolve(order)
+            if order["type"] == "venue_stop" and answer["status"] in ("cancelled", "rejected") and not answer["filled"]:
+                self.alert("stop", f"stop {order['id']} of {order['position_id']} is gone from {order['venue']} "
+                                   f"({answer['error'] or answer['status']}): placed again while the position is open")
             touched[position["id"]] = self._record(position, answer, fills, now)
         for pid, position in touched.items():
-            touched[pid] = await self._balance(position, cycle, now)
+            touched[pid] = await self.protect(await self._balance(position, cycle, now), cycle, now)
         return touched
 
     async def recover(self, cycle, now):
@@ -112,7 +123,49 @@ class Executor:
             position = self._settle(position, now)
             if position["status"] != "opening":
                 touched[position["id"]] = await self._balance(position, cycle, now)
+        for position in self.db.positions("open"):  # a crash before its stop was placed: placed now
+            touched[position["id"]] = await self.protect(position, cycle, now)
         return touched
+
+    async def protect(self, position, cycle, now):
+        """Keeps one reduce-only stop resting at the venue for the quantity an open directional position holds,
+        and none once it is not open (with venue_stops). Returns the position."""
+        leg = position["legs"][0]
+        want = (self.venue_stops and position["kind"] == "directional" and position["status"] == "open"
+                and position["stop"] is not None)
+        stop = self._resting_stop(position)
+        if stop and stop["status"] == "pending":  # written ahead, a crash came before its answer: asked by its id
+            return await self._send(position, stop, now, force=True)
+        if stop:
+            if want and abs(stop["qty"] - leg["qty"]) <= 1e-9 * leg["opened_qty"]:
+                return position
+            position = await self._cancel(position, stop, now, "resized" if want else f"position {position['status']}")
+            if position["stop_order"]:
+                return position  # the cancel got no answer: asked again next cycle, never two stops at once
+            want = want and position["status"] == "open"
+        if not want:
+            return position
+        n = sum(o["type"] == "venue_stop" for o in self.db.orders(position_id=position["id"]))
+        order = self._order(cycle, {"id": f"{position['id']}:stop", "strategy": position["strategy"]},
+                            position["id"], 0, leg["venue"], leg["symbol"], "sell" if leg["side"] == "buy" else "buy",
+                            leg["market"], leg["qty"], position["stop"], "stop", True,
+                            f"{position['id'].split(':')[0]}.{n}")
+        order.update(type="venue_stop", price=position["stop"])
+        # named in the write-ahead: a restart asks for this stop by its id instead of placing another
+        position = dict(position, stop_order=order["id"])
+        return await self._send(position, order, now, force=True)  # protection is placed even while halted
+
+    def _resting_stop(self, position):
+        """The position's stop order if it is still working (a replayed cycle's copy may name one since ended)."""
+        stop = self.db.order(position["stop_order"]) if position["stop_order"] else None
+        return stop if stop and stop["status"] in ORDER_WORKING else None
+
+    async def _cancel(self, position, order, now, why):
+        """Cancels a working order and books what became of it (a stop may have fired first)."""
+        answer, fills = await self.broker.cancel(order)
+        if answer["status"] == "cancelled":
+            answer = dict(answer, error=f"cancelled by Vigil: {why}")
+        return self._record(position, answer, fills, now)
 
     def _settle(self, position, now):
         """Settles a position for which nothing more will be sent, unless an order of it is still working."""

@@ -52,6 +52,8 @@ class LiveBroker:
         params = {"clientOrderId": order["id"]}
         if order["reduce_only"] and order["market"] == "swap":
             params["reduceOnly"] = True
+        if order["type"] == "venue_stop":
+            params.update(_stop_params(order["venue"], order["side"], ex.price_to_precision(symbol, order["price"])))
         # a stop or target the last bar crossed is an exit due now: at market
         kind, price = "limit" if order["type"] == "limit" else "market", None
         if kind == "limit":
@@ -96,6 +98,23 @@ class LiveBroker:
         for ex in self.clients.values():
             await ex.close()
 
+    async def cancel(self, order):
+        """Cancels a working order by its client id, then asks what became of it: it may have filled first."""
+        ex = self.clients[order["venue"]]
+        symbol = venues.market_symbol(order["venue"], order["symbol"])
+        try:
+            await ex.load_markets()
+            if order["venue"] == "bybit":
+                await ex.private_post_v5_order_cancel({"category": "linear", "symbol": ex.market_id(symbol),
+                                                       "orderLinkId": order["id"]})
+            elif order["type"] == "venue_stop":
+                await ex.fapiPrivateDeleteAlgoOrder({"clientAlgoId": order["id"]})
+            else:
+                await ex.cancel_order(None, symbol, {"origClientOrderId": order["id"]})
+        except ccxt.BaseError as e:  # already final, not listed yet, or no answer: the lookup below tells
+            log.info("cancel of %s answered %s: looking it up", order["id"], type(e).__name__)
+        return await self.resolve(order)
+
     async def check(self):
         """[(venue, problem or None, details)]: keys work, no withdrawal permission, clock in step, balance."""
         rows = []
@@ -131,11 +150,13 @@ class LiveBroker:
         ex = self.clients[order["venue"]]
         symbol = venues.market_symbol(order["venue"], order["symbol"])
         best = known or (order, [])
-        deadline, delay = self.clock() + self.patience_s, 0.1
+        # a stop resting at the venue is working by design: one answer is all a cycle needs
+        patience = 0 if order["type"] == "venue_stop" else self.patience_s
+        deadline, delay = self.clock() + patience, 0.1
         while True:
             try:
                 await ex.load_markets()
-                answer = await _lookup(ex, order["venue"], symbol, order["id"])
+                answer = await _lookup(ex, order, symbol)
             except ccxt.OrderNotFound:
                 now_ms = int(self.clock() * 1000)
                 since, count = order.get("missing") or (now_ms, 0)
@@ -252,9 +273,10 @@ def _clock_refused(e):
 
 
 def _duplicate(e):
-    """The venue already holds an order under this client id (Binance -4116, Bybit 110072)."""
+    """The venue already holds an order under this client id (Binance -4116, its Algo Service -20132, Bybit 110072)."""
     text = str(e).replace(" ", "")
-    return isinstance(e, ccxt.DuplicateOrderId) or '"code":-4116' in text or '"retCode":110072' in text
+    return (isinstance(e, ccxt.DuplicateOrderId) or '"code":-4116' in text or '"code":-20132' in text
+            or '"retCode":110072' in text)
 
 
 async def _resync(ex):
@@ -268,8 +290,35 @@ def _rejected(order, why):
     return dict(order, status="rejected", error=why)
 
 
-async def _lookup(ex, venue, symbol, client_id):
+def _stop_params(venue, side, price):
+    """A reduce-only stop-market triggered by the mark price: Binance's algo order, Bybit's conditional order."""
+    if venue == "bybit":
+        # the exit of a long sells when the price falls to the stop; a short's buys when it rises to it
+        return {"triggerPrice": price, "triggerDirection": "descending" if side == "sell" else "ascending",
+                "triggerBy": "MarkPrice"}
+    return {"stopLossPrice": price, "workingType": "MARK_PRICE"}
+
+
+async def _binance_stop(ex, symbol, client_id):
+    """A Binance stop by client id: the Algo Service's order until it triggers, then the order it started."""
+    try:
+        algo = await ex.fapiPrivateGetAlgoOrder({"clientAlgoId": client_id})
+    except ccxt.BadRequest as e:
+        if "-20124" in str(e):  # "invalid algo id": what the Algo Service says of an id it does not hold
+            raise ccxt.OrderNotFound(str(e)) from e
+        raise
+    if algo.get("actualOrderId"):
+        return await ex.fetch_order(str(algo["actualOrderId"]), symbol)
+    status = {"NEW": "open", "TRIGGERING": "open", "TRIGGERED": "open", "CANCELED": "canceled",
+              "REJECTED": "rejected"}.get(algo.get("algoStatus"), "expired")  # EXPIRED, or FINISHED unfilled
+    return {"id": str(algo["algoId"]), "status": status, "filled": 0, "average": None}
+
+
+async def _lookup(ex, order, symbol):
     """The order with this client id, in ccxt's unified form; OrderNotFound when the exchange has none."""
+    venue, client_id = order["venue"], order["id"]
+    if venue != "bybit" and order["type"] == "venue_stop":
+        return await _binance_stop(ex, symbol, client_id)
     if venue != "bybit":
         return await ex.fetch_order(None, symbol, {"clientOrderId": client_id})
     # ccxt's Bybit fetchOrder needs the exchange's id; v5 answers by orderLinkId for recent orders too.

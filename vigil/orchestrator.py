@@ -25,7 +25,7 @@ class Orchestrator:
         self.cfg = cfg
         self.db = db
         self.source = source
-        self.executor = Executor(db, broker, self.is_halted, self.alert, self.kill)
+        self.executor = Executor(db, broker, self.is_halted, self.alert, self.kill, cfg["risk"]["venue_stops"])
         self.console = console if cfg["vigil"]["console"] else None
         self.strategies = {name: importlib.import_module(f"vigil.{name}")
                            for name in cfg["strategies"]["enabled"]}
@@ -125,6 +125,7 @@ class Orchestrator:
             now = self.last["started_at"] if self.last else int(time.time() * 1000)
             changed = []
             for position in self.executor.adopt(gap, list(self.positions.values()), self.cycle_n + 1, now):
+                position = await self.executor.protect(position, self.cycle_n + 1, now)  # a written-down stop
                 self._book(position)
                 if close and position["strategy"] == "operator" and position["status"] == "open":
                     position = await self.executor.close(position, self.cycle_n + 1, now, "operator close",
@@ -272,7 +273,7 @@ class Orchestrator:
         if cycles and not (replays_exactly and cycles == {self.cycle_n + 1}):
             log.warning("trades since the checkpoint of cycle %d: positions taken from the database", self.cycle_n)
             return
-        self.positions = {p["id"]: p for p in saved["positions"]}
+        self.positions = {p["id"]: {"stop_order": None, **p} for p in saved["positions"]}  # saved before stops
         self.closed_pnl = saved["closed_pnl"]
 
     def _step(self, name):

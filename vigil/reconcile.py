@@ -26,6 +26,9 @@ async def venue_state(venue, ex, symbol):
         held = await ex.fetch_positions()
         ex.options["warnOnFetchOpenOrdersWithoutSymbol"] = False  # one request for every symbol is what we want
         resting = await ex.fetch_open_orders()
+        # stops wait in Binance's Algo Service, which the order book's listing does not show
+        resting += [{"clientOrderId": o["clientAlgoId"], "symbol": o["symbol"], "id": str(o["algoId"])}
+                    for o in await ex.fapiPrivateGetOpenAlgoOrders()]
         hedge = str((await ex.fapiPrivateGetPositionSideDual()).get("dualSidePosition")).lower() == "true"
     actual, marks = {}, {}
     for pos in held:
@@ -50,7 +53,7 @@ async def reconcile(clients, db, symbols, balance_tolerance):
             problems.append(f"order {o['id']} filled {o['filled']} {o['symbol']} on {o['venue']} but no position "
                             "was booked for it")
     working = db.orders(statuses=ORDER_WORKING)
-    followed = {(o["venue"], o["symbol"]) for o in working}
+    followed = {(o["venue"], o["symbol"]) for o in working if o["type"] != "venue_stop"}  # a resting stop is no change
     expected = {}
     for p in db.positions(*POSITION_LIVE):
         for leg in p["legs"]:

@@ -92,8 +92,9 @@ SCHEMAS = {
         "position_id": (str, None), "strategy": (str, None), "leg": (int, None),
         "venue": (str, None), "symbol": (str, None), "side": (str, _SIDE),
         "market": (str, _one_of("swap", "spot")),
-        # stop, target: the exit of a level the last bar crossed; price is the level (the sim fills there)
-        "type": (str, _one_of("market", "limit", "stop", "target")), "qty": (NUM, _POS), "price": (OPT_NUM, None),
+        # stop, target: the exit of a level the last bar crossed; price is the level (the sim fills there).
+        # venue_stop: a reduce-only stop-market resting at the venue, triggered when the price reaches price.
+        "type": (str, _one_of("market", "limit", "stop", "target", "venue_stop")), "qty": (NUM, _POS), "price": (OPT_NUM, None),
         "ref_price": (OPT_NUM, None), "reduce_only": (bool, None),
         # pending: written, not yet answered; open: working at the venue; unknown: the answer proved nothing.
         # The other four are final: partial means done with part of the quantity (the rest expired).
@@ -125,6 +126,7 @@ SCHEMAS = {
         "status": (str, _one_of("opening", "open", "closing", "closed", "void")), "fees": (NUM, None),
         "funding": (NUM, None), "realized_pnl": (NUM, None), "unrealized_pnl": (NUM, None),
         "closed_at": (OPT_NUM, None), "close_reason": (OPT_STR, None), "proposal_id": (str, None),
+        "stop_order": (OPT_STR, None),  # the id of its stop resting at the venue, while one does
     },
     # What the cycle did, one row per cycle.
     "CycleRecord": {

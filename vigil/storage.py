@@ -39,6 +39,8 @@ MIGRATIONS = [
     CREATE UNIQUE INDEX fills_trade ON fills (venue, trade_id);
     CREATE INDEX orders_position ON orders (position_id);
     """,
+    # A position names the stop order the venue holds for it, if any.
+    "UPDATE positions SET body = json_set(body, '$.stop_order', NULL) WHERE json_type(body, '$.stop_order') IS NULL",
 ]
 
 
