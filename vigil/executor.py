@@ -35,8 +35,9 @@ class Executor:
         self.is_halted = is_halted
         self.alert = alert
         self.kill = kill
-        # Ids of orders not yet final: a cycle with none (a backtest's every cycle) asks the database nothing.
-        self.working = {o["id"] for o in db.orders(statuses=ORDER_WORKING)}
+        # The orders not yet final, by id, as stored: following them asks the database nothing (with a stop
+        # resting nearly every cycle, two months of 1m backtest took 10.9 s of CPU asking it, 6.2 s without).
+        self.working = {o["id"]: o for o in db.orders(statuses=ORDER_WORKING)}
 
     async def open(self, trade, cycle, now):
         """Opens the approved trade; a spread gets both legs or neither. Returns the Position.
@@ -96,16 +97,16 @@ class Executor:
         decisions, which reach them by their ids.
         """
         touched = {}
-        if not self.working:
-            return touched
-        for order in self.db.orders(statuses=ORDER_WORKING):
+        for order in sorted(self.working.values(), key=lambda o: (o["cycle"], o["id"])):  # the database's order
             if replaying and order["cycle"] == cycle:
                 continue
+            answer, fills = await self.broker.resolve(order)
+            if answer == order and not fills:
+                continue  # still working as it was (a stop resting): nothing to store
             position = touched.get(order["position_id"]) or self.db.position(order["position_id"])
             if position is None:  # written by a version that kept no position ahead: reconciliation names it
                 log.error("order %s has no position row: left for reconciliation", order["id"])
                 continue
-            answer, fills = await self.broker.resolve(order)
             if order["type"] == "venue_stop" and answer["status"] in ("cancelled", "rejected") and not answer["filled"]:
                 self.alert("stop", f"stop {order['id']} of {order['position_id']} is gone from {order['venue']} "
                                    f"({answer['error'] or answer['status']}): placed again while the position is open")
@@ -116,7 +117,7 @@ class Executor:
 
     async def recover(self, cycle, now):
         """After a restart: follows what a crash left working and settles positions whose orders never left."""
-        self.working = {o["id"] for o in self.db.orders(statuses=ORDER_WORKING)}
+        self.working = {o["id"]: o for o in self.db.orders(statuses=ORDER_WORKING)}
         touched = await self.follow(cycle, now)
         for position in self.db.positions("opening"):
             # legs a crash kept from being sent never will be: a spread left uneven is unwound
@@ -244,9 +245,9 @@ class Executor:
             position = tracker.settle(position, self.db.orders(position_id=position["id"]), now)
             self.db.save_position(position)
         if order["status"] in ORDER_WORKING:
-            self.working.add(order["id"])
+            self.working[order["id"]] = order
         else:
-            self.working.discard(order["id"])
+            self.working.pop(order["id"], None)
         if getattr(self.broker, "alarm", None):  # e.g. the venue keeps refusing our clock: nothing more may go
             reason, self.broker.alarm = self.broker.alarm, None
             self.kill(reason)
@@ -282,7 +283,7 @@ class Executor:
         with self.db.tx():  # write-ahead: the order and its position exist before the request leaves
             self.db.save_order(order)
             self.db.save_position(position)
-        self.working.add(order["id"])
+        self.working[order["id"]] = order
         answer, fills = await self.broker.place(order)
         position = self._record(position, answer, fills, now)
         if answer["status"] in ("rejected", "unknown"):
