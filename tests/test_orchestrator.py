@@ -269,3 +269,15 @@ def test_a_nan_or_inf_from_a_source_idles_what_it_touches_and_never_reaches_a_nu
     orch.source.candles, orch.source.feeds = real_candles, real_feeds
     run(orch, 400)  # once the bad bar has left the window the symbol trades again
     assert math.isfinite(orch.equity()) and orch.last["states"]["BTC/USDT"] != "unknown"
+
+
+def test_the_cycle_notes_say_when_a_venue_stop_was_placed_and_when_it_fired(tmp_path):
+    orch = run(make(tmp_path), 1500)
+    notes = " | ".join(n for i in range(1, 1501) for n in orch.db.cycle(i)["notes"])
+    stopped = [p for p in orch.db.positions("closed") if p["close_reason"] == "stop"]
+    assert len(stopped) >= 3
+    for p in orch.db.positions():
+        if p["status"] != "void" and p["stop"] is not None:
+            assert f"{p['id']}: stop at {p['stop']:g} for" in notes
+    for p in stopped:
+        assert f"{p['id']}: its stop at {p['stop']:g} fired at the venue" in notes

@@ -326,6 +326,7 @@ class Orchestrator:
     async def _execute_and_track(self, n, now, rec, verdicts, feeds, bars):
         self._step("execute")
         for position in (await self.executor.follow(n, now, replaying=True)).values():  # earlier cycles' orders
+            self._stop_note(self.positions.get(position["id"]), position, rec)
             self._book(position)
         acted = set()  # positions that sent an exit this cycle: the tracker sends none of its own
         for verdict, trade in verdicts:
@@ -335,6 +336,7 @@ class Orchestrator:
             p = trade["proposal"]
             if p["intent"] == "open":
                 position = await self.executor.open(trade, n, now)
+                self._stop_note(None, position, rec)
                 if position["status"] != "void":
                     self.alert("trade", f"opened {position['id']}: {p['reason']}")
                 self._book(position)
@@ -392,6 +394,15 @@ class Orchestrator:
         self._book(position)
         if position["status"] != "closed":
             rec["notes"].append(f"exit of {position['id']} not complete yet: followed next cycle")
+
+    @staticmethod
+    def _stop_note(old, new, rec):
+        """The cycle's notes (/why, the flight record) say when a venue stop was placed, replaced or fired."""
+        if new["close_reason"] == "stop" and (old or {}).get("close_reason") != "stop" and new["status"] != "open":
+            rec["notes"].append(f"{new['id']}: its stop at {new['stop']:g} fired at the venue")
+        elif new["stop_order"] and new["stop_order"] != (old or {}).get("stop_order"):
+            rec["notes"].append(f"{new['id']}: stop at {new['stop']:g} for {new['legs'][0]['qty']:g} held by the "
+                                f"venue ({new['stop_order']})")
 
     def _book(self, position):
         """Keeps the in-memory live positions and the closed PnL in step with the database."""
