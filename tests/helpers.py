@@ -6,7 +6,7 @@ from vigil import tracker
 
 RISK = {"risk_per_trade": 0.005, "max_position": 0.25, "max_symbol": 0.5, "max_gross": 2.0, "max_net": 1.0,
         "max_open_positions": 6, "daily_loss": 0.03, "min_notional": 10.0}
-FILLS = {"maker_fee": 0.0002, "taker_fee": 0.0005, "slippage_bps": 1.0, "impact": 0.003, "max_participation": 0.1}
+FILLS = {"taker_fee": 0.0005, "slippage_bps": 1.0, "impact": 0.003, "max_participation": 0.1}
 
 
 def proposal(symbol="BTC/USDT", side="buy", entry=100.0, stop=95.0, target=110.0, strategy="s", cycle=1,

@@ -73,18 +73,6 @@ def test_throttling_is_retried_rejections_never(venue):
         assert fake.order_posts.count("vg1-r") == 1
 
 
-@VENUES
-def test_limit_orders_are_immediate_or_cancel(venue):
-    with FakeVenues() as fake:
-        below = dict(order("vg1-l1", venue=venue), type="limit", price=99.0)
-        done, fills = run(fake, lambda b: b.place(below), venue=venue)
-        assert done["status"] == "cancelled" and done["filled"] == 0 and not fills  # did not cross: gone
-        above = dict(order("vg1-l2", venue=venue), type="limit", price=101.0)
-        done, fills = run(fake, lambda b: b.place(above), venue=venue)
-        assert done["status"] == "filled" and fills[0]["qty"] == 0.5
-        assert fake.orders["vg1-l2"]["type"] == "LIMIT"
-
-
 def test_a_418_ban_is_backed_off_like_a_429():
     with FakeVenues() as fake:
         fake.order_faults = [418]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from vigil import cli, config, logs
+from vigil import cli, config, process
 from vigil.storage import Storage
-from vigil.watchdog import Notifier
+from vigil.process import Notifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,7 +76,7 @@ def test_log_rotation_and_redaction(tmp_path, monkeypatch):
     log_file = tmp_path / "vigil.log"
     cfg = config.load(make(tmp_path, f"log_file = {log_file}\nlog_max_bytes = 10000\nlog_backups = 2\n"))
     cfg["venue.test"] = {"secret_env": "BINANCE_API_SECRET"}
-    logs.setup(cfg)
+    process.setup(cfg)
     try:
         log = logging.getLogger("vigil.test")
         for i in range(400):

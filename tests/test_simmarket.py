@@ -4,7 +4,7 @@ import collections
 
 from vigil import config, market_state
 from vigil.simmarket import SimMarket
-from vigil.trend import Trend
+from vigil.market_state import Trend
 
 
 def cfg_for(tmp_path, text=""):

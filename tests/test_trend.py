@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from vigil import schemas
-from vigil.trend import RESUM_EVERY, Trend
+from vigil.market_state import RESUM_EVERY, Trend
 
 PARAMS = {"adx_period": 14, "vol_short": 10, "vol_long": 60}
 rng = np.random.default_rng(3)

@@ -7,9 +7,9 @@ import os
 import signal
 import sys
 
-from vigil import config, instance, logs, replay, report
+from vigil import config, process, replay, report
 from vigil.storage import Storage
-from vigil.watchdog import Notifier
+from vigil.process import Notifier
 
 log = logging.getLogger("vigil")
 
@@ -73,7 +73,7 @@ def main(argv=None):
     except (UsageError, config.ConfigError) as e:
         print(f"vigil: {e}", file=sys.stderr)
         return 2
-    logs.setup(cfg, args.log_level)
+    process.setup(cfg, args.log_level)
     if args.command == "check":
         return check(cfg)
     if args.command == "report":
@@ -120,8 +120,8 @@ def main(argv=None):
         print(f"backup written to {args.path} (integrity ok)")
         return 0
     try:
-        held = instance.lock(cfg["vigil"]["db"])
-    except instance.AlreadyRunning as e:
+        held = process.lock(cfg["vigil"]["db"])
+    except process.AlreadyRunning as e:
         print(f"vigil: {e}", file=sys.stderr)
         return 1
     try:
@@ -190,7 +190,7 @@ def live_broker(cfg):
 def _console(line):
     """The cycle line: stdout for the operator, and the log file (not the console log) for later."""
     print(line, flush=True)
-    logging.getLogger(logs.CYCLE).info(line)
+    logging.getLogger(process.CYCLE).info(line)
 
 
 async def run(cfg, cycles, interval):

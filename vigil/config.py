@@ -103,7 +103,6 @@ TABLE = {
         "daily_summary_hour": (int, 8, 0, 23, "UTC hour of the daily summary"),
     },
     "fills": {
-        "maker_fee": (float, 0.0002, -0.001, 0.01, "maker fee rate"),
         "taker_fee": (float, 0.0005, 0.0, 0.01, "taker fee rate"),
         "slippage_bps": (float, 1.0, 0.0, 1000.0, "base slippage in basis points"),
         "impact": (float, 0.003, 0.0, 0.1, "extra slippage x square root of the bar volume share taken"),

@@ -1,4 +1,5 @@
-"""Computes the latest value of technical indicators over numpy price windows (NaN if the window is too short)."""
+"""Computes what the candle strategies read: indicators over numpy price windows (NaN if the window is too short)
+and the strongest signal among the symbols in one market state."""
 import functools
 
 import numpy as np
@@ -38,3 +39,35 @@ def rsi(close, n=14):
     if gain != gain:
         return float("nan")
     return 100.0 if loss == 0 else float(100 - 100 / (1 + gain / loss))
+
+
+def strongest(ctx, state, min_bars, signal, no_signal):
+    """signal(symbol, candles) -> tuple starting with its strength, or None.
+
+    Returns (best tuple, None) or (None, one sentence why nothing qualified). Symbols the strategy already
+    holds are skipped.
+    """
+    candles = ctx["snapshot"]["feeds"]["candles"]
+    if not candles["ok"]:
+        return None, f"candles feed unavailable: {candles['error']}"
+    held = {p["symbol"] for p in ctx["positions"]}
+    best, why = None, f"no {state} symbol"
+    for symbol in ctx["symbols"]:
+        known = ctx["market_state"][symbol]
+        if known["state"] != state:
+            if known["state"] == "unknown":  # e.g. too little history: the one case where the reason matters
+                why = f"{symbol} market state unknown: {known['reason']}"
+            continue
+        if symbol in held:
+            why = f"already holds {symbol}"
+            continue
+        c = candles["data"].get(ctx["trade_venue"], {}).get(symbol)
+        if c is None or len(c) < min_bars:
+            why = f"not enough {symbol} candles"
+            continue
+        found = signal(symbol, c)
+        if found and (best is None or found[0] > best[0]):
+            best = found
+        elif not found and best is None:
+            why = no_signal
+    return best, why

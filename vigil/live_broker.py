@@ -54,16 +54,12 @@ class LiveBroker:
             params["reduceOnly"] = True
         if order["type"] == "venue_stop":
             params.update(_stop_params(order["venue"], order["side"], ex.price_to_precision(symbol, order["price"])))
-        # a stop or target the last bar crossed is an exit due now: at market
-        kind, price = "limit" if order["type"] == "limit" else "market", None
-        if kind == "limit":
-            # Immediate-or-cancel: what the book does not fill at the limit expires at once, so nothing rests.
-            params["timeInForce"] = "IOC"
-            price = float(ex.price_to_precision(symbol, order["price"]))
         delay = 0.5
         for attempt in range(RETRIES):
             try:
-                answer = await ex.create_order(symbol, kind, order["side"], amount, price, params)
+                # a stop or target the last bar crossed is an exit due now: at market, like every order but a
+                # venue stop (a market order the venue sends once its trigger price is reached)
+                answer = await ex.create_order(symbol, "market", order["side"], amount, None, params)
             except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as e:
                 # Refused before it was processed: after a pause, the same id again (a duplicate would be refused).
                 log.warning("order %s throttled (%s), retry %d", order["id"], type(e).__name__, attempt + 1)

@@ -1,5 +1,5 @@
 """Fades a ranging symbol's overextension from its moving average, and exits when the range breaks into volatility."""
-from vigil import indicators, scan, schemas
+from vigil import indicators, schemas
 
 PARAMS = {
     "ma_bars": (int, 40, 5, 1000, "moving average and deviation window in bars"),
@@ -19,7 +19,7 @@ def propose(ctx):
         if ctx["market_state"][p["symbol"]]["state"] == "volatile" and p["status"] == "open":
             return schemas.exit_proposal(ctx, p, f"{p['symbol']} is volatile now, so the range it was faded in is gone")
     need = max(params["ma_bars"], params["rsi_period"], params["atr_period"]) + 2
-    best, why = scan.strongest(ctx, "ranging", need, lambda symbol, c: _overextended(symbol, c, params),
+    best, why = indicators.strongest(ctx, "ranging", need, lambda symbol, c: _overextended(symbol, c, params),
                                "no overextension beyond the entry band")
     if best is None:
         return {"strategy": name, "reason": why}

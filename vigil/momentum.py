@@ -1,5 +1,5 @@
 """Proposes a breakout trade when a trending symbol closes out of a tight range on heavy volume."""
-from vigil import indicators, scan, schemas
+from vigil import indicators, schemas
 
 PARAMS = {
     "range_bars": (int, 30, 5, 500, "bars of the consolidation range before the breakout bar"),
@@ -14,7 +14,7 @@ PARAMS = {
 
 def propose(ctx):
     name, params = ctx["name"], ctx["params"]
-    best, why = scan.strongest(ctx, "trending", params["range_bars"] + params["atr_period"] + 2,
+    best, why = indicators.strongest(ctx, "trending", params["range_bars"] + params["atr_period"] + 2,
                                lambda symbol, c: _breakout(symbol, c, params), "no breakout with volume confirmation")
     if best is None:
         return {"strategy": name, "reason": why}

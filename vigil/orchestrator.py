@@ -10,7 +10,7 @@ from vigil import schemas, tracker
 from vigil.config import TIMEFRAME_MS
 from vigil.decide import decide
 from vigil.executor import Executor, Halted
-from vigil.trend import Trend
+from vigil.market_state import Trend
 
 log = logging.getLogger("vigil.orchestrator")
 PRUNE_EVERY = 500  # cycles between retention sweeps

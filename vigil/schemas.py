@@ -94,7 +94,7 @@ SCHEMAS = {
         "market": (str, _one_of("swap", "spot")),
         # stop, target: the exit of a level the last bar crossed; price is the level (the sim fills there).
         # venue_stop: a reduce-only stop-market resting at the venue, triggered when the price reaches price.
-        "type": (str, _one_of("market", "limit", "stop", "target", "venue_stop")), "qty": (NUM, _POS), "price": (OPT_NUM, None),
+        "type": (str, _one_of("market", "stop", "target", "venue_stop")), "qty": (NUM, _POS), "price": (OPT_NUM, None),
         "ref_price": (OPT_NUM, None), "reduce_only": (bool, None),
         # pending: written, not yet answered; open: working at the venue; unknown: the answer proved nothing.
         # The other four are final: partial means done with part of the quantity (the rest expired).

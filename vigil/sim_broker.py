@@ -1,6 +1,28 @@
-"""Fills orders against the latest closed bar with the fill model, for sim, paper and backtest."""
-from vigil import fills
+"""Fills orders against the latest closed bar with a fill model of fees, size-dependent slippage and partial fills."""
 from vigil.schemas import ORDER_WORKING
+
+
+def simulate(order, bar, params):
+    """Returns a Fill for what the bar can absorb, or None when nothing fills (IOC: the rest is dropped)."""
+    if not bar or bar["volume"] <= 0:
+        return None
+    qty = min(order["qty"], params["max_participation"] * bar["volume"])
+    if qty <= 0:
+        return None
+    buy = order["side"] == "buy"
+    base = bar["close"]
+    if order["type"] != "market":
+        # A stop or target the bar crossed: it fills there, or at the open when the bar gapped past it
+        # (worse for a stop, better for a target), then slips like any market order.
+        worse = (order["type"] == "stop") == (not buy)
+        base = (min if worse else max)(bar["open"], order["price"])
+    # Square-root impact law: slippage grows with the square root of the bar volume share taken.
+    slip = params["slippage_bps"] / 1e4 + params["impact"] * (qty / bar["volume"]) ** 0.5
+    price = base * (1 + slip if buy else 1 - slip)
+    fee = qty * price * params["taker_fee"]
+    return {"order_id": order["id"], "venue": order["venue"], "symbol": order["symbol"],
+            "side": order["side"], "qty": qty, "price": price, "fee": fee,
+            "fee_ccy": "USDT", "fee_usdt": fee, "liquidity": "taker", "ts": int(bar["ts"])}
 
 
 class SimBroker:
@@ -41,7 +63,7 @@ class SimBroker:
 
     def _fill(self, order, how):
         bar = self.source.bar(order["venue"], order["symbol"])
-        fill = fills.simulate(how, bar, self.params) if bar else None
+        fill = simulate(how, bar, self.params) if bar else None
         order = dict(order)
         if fill is None:
             order.update(status="rejected", error="no liquidity in the bar" if bar else "no price")
