@@ -123,7 +123,7 @@ def test_zip_json_and_folders(tmp_path):
 
 
 def test_funding_history_is_never_read_ahead(tmp_path):
-    from vigil.backtest_source import BacktestSource
+    from vigil.backtest import BacktestSource
     cfg = config.load(cfg_file(tmp_path))
     candles = np.array([[i * 60_000, 10, 11, 9, 10, 5] for i in range(400)], float)
     rates = {"BTC/USDT": {"bybit": [(0, 0.0001, 8.0), (330 * 60_000, 0.0009, 8.0)]}}

@@ -137,6 +137,6 @@ def test_retention_bounds_the_decision_rows(tmp_path):
     first = orch.db.conn.execute("SELECT MIN(n) FROM cycles").fetchone()[0]
     assert orch.db.conn.execute("SELECT COUNT(*) FROM flight").fetchone()[0] <= 1440 + 500
     assert orch.db.conn.execute("SELECT COUNT(*) FROM flight_candles").fetchone()[0] <= 12 * (1440 + 500 + 300)
-    from vigil import replay
-    assert replay.replay(orch.db, orch.cfg, first)[0]  # the oldest cycle kept still replays
+    from vigil import flight
+    assert flight.replay(orch.db, orch.cfg, first)[0]  # the oldest cycle kept still replays
     assert orch.db.conn.execute("SELECT COUNT(*) FROM proposals WHERE cycle < ?", (first,)).fetchone()[0] == 0

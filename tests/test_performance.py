@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from vigil import performance
+from vigil import report
 
 DAY = 86_400_000
 
@@ -15,7 +15,7 @@ def trade(day, pnl, fees=1.0, funding=0.0, strategy="s", i=0):
 def test_figures_against_hand_computed_values():
     trades = [trade(0, 100.0), trade(0, -50.0, i=1), trade(1, 30.0, funding=2.0), trade(3, -80.0),
               trade(3, 20.0, i=1)]
-    f = performance.summary(trades, 1000.0)["s"]
+    f = report.summary(trades, 1000.0)["s"]
     assert f["trades"] == 5 and f["wins"] == 3 and f["losses"] == 2
     assert f["win_rate"] == pytest.approx(0.6)
     assert f["avg_win"] == pytest.approx(50.0) and f["avg_loss"] == pytest.approx(-65.0)
@@ -38,12 +38,12 @@ def test_figures_against_hand_computed_values():
 
 
 def test_single_day_has_no_sharpe_and_no_losses_no_profit_factor():
-    f = performance.summary([trade(0, 5.0), trade(0, 7.0, i=1)], 100.0)["s"]
+    f = report.summary([trade(0, 5.0), trade(0, 7.0, i=1)], 100.0)["s"]
     assert f["sharpe"] is None and f["sortino"] is None and f["profit_factor"] is None
 
 
 def test_strategies_are_kept_apart():
-    out = performance.summary([trade(0, 1.0, strategy="a"), trade(0, -1.0, strategy="b")], 10.0)
+    out = report.summary([trade(0, 1.0, strategy="a"), trade(0, -1.0, strategy="b")], 10.0)
     assert out["a"]["net_pnl"] == 1.0 and out["b"]["net_pnl"] == -1.0
 
 
@@ -55,10 +55,10 @@ def test_periods_sum_realized_pnl_per_day_week_and_month_per_strategy():
               {"strategy": "a", "realized_pnl": 2.0, "closed_at": now - day},  # Friday
               {"strategy": "a", "realized_pnl": 4.0, "closed_at": now - 6 * day},  # Sunday the 23rd: last week
               {"strategy": "a", "realized_pnl": 8.0, "closed_at": now - 40 * day}]  # October
-    days = performance.periods(closed, "day", 3, now)
+    days = report.periods(closed, "day", 3, now)
     assert days == [("2025-11-29", {"a": [1.5, 1], "b": [-0.5, 1]}), ("2025-11-28", {"a": [2.0, 1]}),
                     ("2025-11-27", {})]
-    weeks = performance.periods(closed, "week", 2, now)
+    weeks = report.periods(closed, "week", 2, now)
     assert weeks == [("week of 2025-11-24", {"a": [3.5, 2], "b": [-0.5, 1]}), ("week of 2025-11-17", {"a": [4.0, 1]})]
-    months = performance.periods(closed, "month", 2, now)
+    months = report.periods(closed, "month", 2, now)
     assert months == [("2025-11", {"a": [7.5, 3], "b": [-0.5, 1]}), ("2025-10", {"a": [8.0, 1]})]

@@ -1,7 +1,7 @@
 import asyncio
 import json
 
-from vigil import cli, config, replay
+from vigil import cli, config, flight
 
 
 def test_replayed_cycles_match_the_recorded_ones(tmp_path):
@@ -15,7 +15,7 @@ def test_replayed_cycles_match_the_recorded_ones(tmp_path):
     vetoed = [n for n, body in rows if json.loads(body)["veto"]]
     assert busy and vetoed
     for n in [1, busy[0], busy[-1], vetoed[0], 1200]:
-        identical, lines = replay.replay(orch.db, cfg, n)
+        identical, lines = flight.replay(orch.db, cfg, n)
         assert identical, "\n".join(lines)
         assert lines[-1] == "IDENTICAL"
 
@@ -28,14 +28,14 @@ def test_replay_shows_a_difference(tmp_path):
     asyncio.run(orch.run(cycles=300, interval=0))
     n = next(n for n, body in orch.db.conn.execute("SELECT n, body FROM cycles") if json.loads(body)["verdicts"])
     cfg["risk"]["max_position"] = 0.01  # another config decides otherwise
-    identical, lines = replay.replay(orch.db, cfg, n)
+    identical, lines = flight.replay(orch.db, cfg, n)
     assert not identical and "verdicts: DIFFERENT" in lines and lines[0].count("config") == 2
-    assert replay.replay(orch.db, cfg, 10_000)[0] is False
+    assert flight.replay(orch.db, cfg, 10_000)[0] is False
 
 
 def test_a_recorded_session_backtests_to_the_same_decisions(tmp_path):
     from vigil import backtest
-    from vigil.recorded_source import RecordedSource
+    from vigil.flight import RecordedSource
     from vigil.storage import Storage
     path = tmp_path / "v.cfg"
     path.write_text(f"[vigil]\ndb = {tmp_path}/v.db\nconsole = false\n")

@@ -9,7 +9,7 @@ from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Upd
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import ApplicationBuilder, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from vigil import performance
+from vigil import report
 
 log = logging.getLogger("vigil.bot")
 CONFIRM_S = 60
@@ -171,7 +171,7 @@ class Bot:
     async def pnl(self, update, context):
         enabled = self.cfg["strategies"]["enabled"]
         capital = self.cfg["vigil"]["starting_equity"] / max(1, len(enabled))
-        stats = performance.summary(self.db.closed_positions(), capital)
+        stats = report.summary(self.db.closed_positions(), capital)
         rows = [f"{name}: {f['trades']} trades, win {f['win_rate']:.0%}, Sharpe "
                 f"{'-' if f['sharpe'] is None else format(f['sharpe'], '.2f')}, net {f['net_pnl']:+.2f}"
                 for name, f in stats.items()]
@@ -208,7 +208,7 @@ class Bot:
             return
         now = self.orch.last["started_at"] if self.orch.last else int(time.time() * 1000)
         lines = []
-        for label, by in performance.periods(self.db.closed_positions(), unit, int(arg), now):
+        for label, by in report.periods(self.db.closed_positions(), unit, int(arg), now):
             total, count = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
             parts = ", ".join(f"{name} {v[0]:+.2f} ({v[1]})" for name, v in sorted(by.items()))
             lines.append(f"{label}: {total:+.2f} ({count} trades)" + (f" | {parts}" if parts else ""))
@@ -450,7 +450,7 @@ class Bot:
             if now.tm_hour >= hour and self.db.get("summary_day") != day:
                 self.db.put("summary_day", day)
                 enabled = self.cfg["strategies"]["enabled"]
-                stats = performance.summary(self.db.closed_positions(),
+                stats = report.summary(self.db.closed_positions(),
                                             self.cfg["vigil"]["starting_equity"] / max(1, len(enabled)))
                 total = sum(f["net_pnl"] for f in stats.values())
                 self.orch.alert("summary", f"daily summary {day}: equity {self.orch.equity():.2f}, "

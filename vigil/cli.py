@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from vigil import config, process, replay, report
+from vigil import config, flight, process, report
 from vigil.storage import Storage
 from vigil.process import Notifier
 
@@ -86,7 +86,7 @@ def main(argv=None):
         recorded = None
         try:
             if args.recorded:
-                from vigil.recorded_source import RecordedSource
+                from vigil.flight import RecordedSource
                 if not os.path.exists(args.recorded):
                     raise OSError(f"--recorded: no database at {args.recorded}")
                 data, rates, recorded = {}, {}, RecordedSource(args.recorded)
@@ -100,19 +100,19 @@ def main(argv=None):
         return 0
     if args.command == "download":
         import ccxt
-        from vigil import backtest, download
+        from vigil import backtest, candle_files
         os.makedirs(args.out, exist_ok=True)
         try:
-            ex = download.client(args.exchange, args.url)
+            ex = candle_files.client(args.exchange, args.url)
             for symbol in args.symbols:
-                download.download(ex, symbol, args.timeframe, backtest.day_ms(args.start),
+                candle_files.download(ex, symbol, args.timeframe, backtest.day_ms(args.start),
                                   backtest.day_ms(args.end) if args.end else 2**62, args.out)
         except (ccxt.BaseError, ValueError, AttributeError) as e:
             print(f"vigil: download: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
         return 0
     if args.command == "replay":
-        identical, lines = replay.replay(Storage(cfg["vigil"]["db"]), cfg, args.cycle)
+        identical, lines = flight.replay(Storage(cfg["vigil"]["db"]), cfg, args.cycle)
         print("\n".join(lines))
         return 0 if identical else 1
     if args.command == "backup":
@@ -160,7 +160,7 @@ def check(cfg):
 def build(cfg):
     """Wires source, broker, database and orchestrator for the configured mode."""
     from vigil.orchestrator import Orchestrator
-    from vigil.recorder import Recorder
+    from vigil.flight import Recorder
     from vigil.sim_broker import SimBroker
     from vigil.simmarket import SimMarket
     db = Storage(cfg["vigil"]["db"], durable=cfg["vigil"]["mode"] == "live")

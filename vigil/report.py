@@ -1,6 +1,23 @@
-"""Builds the per-strategy performance report from the database, as a dict and as plain text."""
-from vigil import performance
+"""Builds the per-strategy performance figures and report from the database, as a dict and as plain text."""
+import datetime
+import math
+
 from vigil.schemas import POSITION_LIVE
+
+DAY_MS = 86_400_000
+DEFINITIONS = {
+    "net_pnl": "realized PnL after fees and funding",
+    "gross_pnl": "price PnL before fees and funding",
+    "win_rate": "share of trades with net PnL > 0",
+    "profit_factor": "sum of winning net PnL / |sum of losing net PnL| (none without losses)",
+    "expectancy": "net PnL per trade",
+    "max_drawdown": "largest peak-to-trough fall of cumulative net PnL, in quote currency and as a "
+                    "fraction of the strategy's capital",
+    "sharpe": "mean / sample std of daily returns x sqrt(365); a daily return is the net PnL of trades "
+              "closed that UTC day / the strategy's capital; days without trades count as 0",
+    "sortino": "mean daily return / sqrt(mean(min(return, 0)^2)) x sqrt(365)",
+    "capital": "starting equity / number of enabled strategies",
+}
 
 
 def build(db, cfg):
@@ -18,9 +35,9 @@ def build(db, cfg):
         "capital_per_strategy": capital,
         "open_positions": len(db.positions(*POSITION_LIVE)),
         "records": db.counts(),
-        "strategies": performance.summary(closed, capital),
-        "total": performance.summary([dict(p, strategy="total") for p in closed], start).get("total"),
-        "definitions": performance.DEFINITIONS,
+        "strategies": summary(closed, capital),
+        "total": summary([dict(p, strategy="total") for p in closed], start).get("total"),
+        "definitions": DEFINITIONS,
     }
 
 
@@ -52,3 +69,92 @@ def _fmt(v):
 
 def _definitions(d):
     return d if isinstance(d, str) else "\n".join(f"{k}: {v}" for k, v in d.items())
+
+
+def summary(closed_positions, capital):
+    """{strategy: figures} for every strategy with at least one closed position."""
+    by = {}
+    for p in sorted(closed_positions, key=lambda p: (p["closed_at"], p["id"])):
+        by.setdefault(p["strategy"], []).append(p)
+    return {name: figures(trades, capital) for name, trades in by.items()}
+
+
+def figures(trades, capital):
+    pnl = [t["realized_pnl"] for t in trades]
+    wins = [x for x in pnl if x > 0]
+    losses = [x for x in pnl if x < 0]
+    fees = sum(t["fees"] for t in trades)
+    funding = sum(t["funding"] for t in trades)
+    dd = drawdown(pnl)
+    daily = daily_returns(trades, capital)
+    return {
+        "trades": len(pnl), "wins": len(wins), "losses": len(losses),
+        "win_rate": len(wins) / len(pnl),
+        "avg_win": sum(wins) / len(wins) if wins else None,
+        "avg_loss": sum(losses) / len(losses) if losses else None,
+        "profit_factor": sum(wins) / -sum(losses) if losses else None,
+        "expectancy": sum(pnl) / len(pnl),
+        "gross_pnl": sum(pnl) + fees - funding, "fees": fees, "funding": funding, "net_pnl": sum(pnl),
+        "max_drawdown": dd, "max_drawdown_pct": dd / capital,
+        "sharpe": sharpe(daily), "sortino": sortino(daily), "days": len(daily),
+    }
+
+
+def drawdown(pnl):
+    """Largest fall of the cumulative sum from its running peak (the curve starts at 0)."""
+    peak = total = worst = 0.0
+    for x in pnl:
+        total += x
+        peak = max(peak, total)
+        worst = max(worst, peak - total)
+    return worst
+
+
+def daily_returns(trades, capital):
+    days = {}
+    for t in trades:
+        day = int(t["closed_at"]) // DAY_MS
+        days[day] = days.get(day, 0.0) + t["realized_pnl"] / capital
+    if not days:
+        return []
+    return [days.get(d, 0.0) for d in range(min(days), max(days) + 1)]
+
+
+def sharpe(r):
+    if len(r) < 2:
+        return None
+    mean = sum(r) / len(r)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in r) / (len(r) - 1))
+    return mean / sd * math.sqrt(365) if sd > 0 else None
+
+
+def sortino(r):
+    if len(r) < 2:
+        return None
+    down = math.sqrt(sum(min(x, 0.0) ** 2 for x in r) / len(r))
+    return (sum(r) / len(r)) / down * math.sqrt(365) if down > 0 else None
+
+
+def periods(closed_positions, unit, n, now_ms):
+    """The last n UTC days, ISO weeks or months up to now_ms, newest first: [(label, {strategy: [pnl, trades]})]
+    with realized PnL after fees and funding of the positions closed in each; a period without trades is empty."""
+    def label(ms):
+        t = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+        if unit == "day":
+            return t.strftime("%Y-%m-%d")
+        if unit == "week":
+            return (t - datetime.timedelta(days=t.weekday())).strftime("week of %Y-%m-%d")
+        return t.strftime("%Y-%m")
+    labels, t = [], now_ms
+    while len(labels) < n:  # step back a day at a time: weeks and months fall out of the labels
+        if label(t) not in labels:
+            labels.append(label(t))
+        t -= DAY_MS
+    rows = {name: {} for name in labels}
+    for p in closed_positions:
+        row = rows.get(label(p["closed_at"]))
+        if row is not None:
+            pnl = row.setdefault(p["strategy"], [0.0, 0])
+            pnl[0] += p["realized_pnl"]
+            pnl[1] += 1
+    return [(name, rows[name]) for name in labels]

@@ -219,6 +219,28 @@ class Storage:
         """Every chat has the alerts up to id upto."""
         self._write("UPDATE alerts SET sent=1 WHERE sent=0 AND id<=?", (upto,))
 
+    def add_flight(self, n, now, config_hash, code, inputs, candles):
+        """One cycle's recorded inputs, and candles (venue, symbol, ts, o, h, l, c, v) not stored before."""
+        with self.tx():
+            self.conn.executemany("INSERT OR IGNORE INTO flight_candles VALUES (?, ?, ?, ?, ?, ?, ?, ?)", candles)
+            self.conn.execute("INSERT OR REPLACE INTO flight VALUES (?, ?, ?, ?, ?)",
+                              (n, now, config_hash, code, dump(inputs)))
+
+    def flight(self, n):
+        """(inputs, config hash, code version) recorded for cycle n, or None."""
+        row = self.conn.execute("SELECT inputs, config_hash, code FROM flight WHERE n=?", (n,)).fetchone()
+        return row and (json.loads(row[0]), row[1], row[2])
+
+    def flight_candles(self, venue, symbol, last, length):
+        """The length recorded candles of venue and symbol up to open time last, oldest first."""
+        rows = self.conn.execute(
+            "SELECT ts, open, high, low, close, volume FROM flight_candles WHERE venue=? AND symbol=? "
+            "AND ts <= ? ORDER BY ts DESC LIMIT ?", (venue, symbol, last, length)).fetchall()
+        return rows[::-1]
+
+    def flight_cycles(self):
+        return [n for (n,) in self.conn.execute("SELECT n FROM flight ORDER BY n")]
+
     def prune(self, before_ts, window_ms, alerts_before):
         """Drops decision rows older than before_ts; orders, fills and positions are kept for ever.
 
