@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_venue import MIN, FakeVenues  # noqa: E402
 from vigil import config  # noqa: E402
-from vigil.http_feeds import get_json  # noqa: E402
+from vigil.paper_source import get_json  # noqa: E402
 from vigil.paper_source import PaperSource  # noqa: E402
 
 BASES = ["BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE", "AVAX", "LINK", "DOT", "TRX", "LTC", "BCH", "NEAR",
