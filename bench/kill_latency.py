@@ -24,7 +24,7 @@ async def one(api, tmp, k):
     cfg = config.load(path)
     orch = cli.build(cfg)
     recorded = []
-    orch.listeners.append(lambda kind, text: kind == "halt" and recorded.append(time.perf_counter()))
+    orch.control.listeners.append(lambda kind, text: kind == "halt" and recorded.append(time.perf_counter()))
     bot = Bot(cfg, orch)
     await bot.start()
     loop = asyncio.create_task(orch.run(cycles=None, interval=0))  # cycles back to back: always mid-cycle

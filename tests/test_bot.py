@@ -72,19 +72,19 @@ def test_every_command_answers(tmp_path, monkeypatch):
                 assert pid in orch.positions  # not before the second yes
                 assert (await ask(api, f"/forceexit {pid}")).startswith(pid)
                 assert pid not in orch.positions or orch.positions[pid]["status"] == "closing"
-                assert "entries stopped" in await ask(api, "/stopentry") and orch.entries_stopped
-                assert await ask(api, "/startentry") == "entries allowed again" and not orch.entries_stopped
+                assert "entries stopped" in await ask(api, "/stopentry") and orch.control.entries_stopped
+                assert await ask(api, "/startentry") == "entries allowed again" and not orch.control.entries_stopped
                 assert "unknown command" in await ask(api, "/nope") and "unknown command" in await ask(api, "hi")
                 why = await ask(api, "/why")
                 assert why.startswith("cycle #1500") and "sentiment_veto:" in why and "veto:" in why
                 assert await ask(api, "/pause momentum") == "momentum paused"
-                assert "momentum" in orch.paused()
+                assert "momentum" in orch.control.paused()
                 assert "no strategy 'nope'" in await ask(api, "/pause nope")
                 assert await ask(api, "/unpause momentum") == "momentum unpaused"
                 assert "In flight: idle" in await ask(api, "/kill")
-                assert orch.is_halted()
+                assert orch.control.is_halted()
                 assert "resumed" in await ask(api, "/resume")
-                assert not orch.is_halted()
+                assert not orch.control.is_halted()
             finally:
                 await bot.stop()
         asyncio.run(go())
@@ -107,7 +107,7 @@ def test_strangers_get_nothing(tmp_path, monkeypatch):
                 assert await ask(api, "/status", chat=GROUP, user=OPERATOR, chat_type="group")
                 answered = [c for c, t, _ in api.sent[sent:] if not t.startswith("[")]
                 assert answered == [GROUP]  # only the operator's answer
-                assert not orch.is_halted()
+                assert not orch.control.is_halted()
             finally:
                 await bot.stop()
         asyncio.run(go())
@@ -133,7 +133,7 @@ def test_kill_mid_execute_sends_nothing_more_and_survives_a_restart(tmp_path, mo
         gate = Gate(orch.executor.broker)
         orch.executor.broker = gate
         halted_at = []
-        orch.listeners.append(lambda kind, text: kind == "halt" and halted_at.append(time.perf_counter()))
+        orch.control.listeners.append(lambda kind, text: kind == "halt" and halted_at.append(time.perf_counter()))
 
         async def go():
             bot = Bot(cfg, orch)
@@ -154,7 +154,7 @@ def test_kill_mid_execute_sends_nothing_more_and_survives_a_restart(tmp_path, mo
         assert [leg["qty"] > 0 for leg in held["legs"]] == [True, False]  # the first leg only
         orch.db.close()
         again = cli.build(config.load(tmp_path / "v.cfg"))
-        assert again.is_halted()
+        assert again.control.is_halted()
         asyncio.run(again.run(cycles=2, interval=0))
         assert again.db.counts()["orders"] == 1  # still halted after the restart: no new order
 
@@ -166,7 +166,7 @@ def test_flatten_needs_confirmation(tmp_path, monkeypatch):
         async def go():
             await orch.run(cycles=3, interval=0)
             assert orch.positions
-            orch.kill("test")  # flatten works while halted: it is the operator's explicit order
+            orch.control.kill("test")  # flatten works while halted: it is the operator's explicit order
             bot = Bot(cfg, orch)
             await bot.start()
             try:
@@ -203,7 +203,7 @@ def test_alerts_survive_an_outage_and_rate_limits_in_order(tmp_path, monkeypatch
                 await until(lambda: not orch.db.unsent_alerts())
                 api.down = True
                 for i in range(5):
-                    orch.alert("test", f"alert {i} while down")
+                    orch.control.alert("test", f"alert {i} while down")
                 await asyncio.sleep(0.3)  # the sender meets the outage and backs off
                 assert not any("while down" in t for t in api.texts())
                 api.down = False
@@ -229,7 +229,7 @@ def test_one_chat_refusing_alerts_neither_stops_nor_doubles_the_others(tmp_path,
                 try:
                     api.refuse[GROUP] = refusal
                     for i in range(3):
-                        orch.alert("test", f"alert {i}")
+                        orch.control.alert("test", f"alert {i}")
                         await until(lambda i=i: any(f"alert {i}" in t for t in api.texts(OPERATOR)))
                     api.refuse.clear()
                     bot.chat_retry.clear()  # the group's wait is over
@@ -250,7 +250,7 @@ def test_a_difference_with_the_exchange_is_settled_only_once_confirmed(tmp_path,
         async def go():
             await orch.run(cycles=3, interval=0)
             orch.gaps = [{"venue": "binance", "symbol": "ETH/USDT", "books": 0.0, "exchange": -0.2, "mark": 2000.0}]
-            orch.kill("reconciliation: binance ETH/USDT: the database holds 0, the exchange -0.2")
+            orch.control.kill("reconciliation: binance ETH/USDT: the database holds 0, the exchange -0.2")
             bot = Bot(cfg, orch)
             await bot.start()
             try:
@@ -262,7 +262,7 @@ def test_a_difference_with_the_exchange_is_settled_only_once_confirmed(tmp_path,
                 assert "expired" in await press(api, "flatten")  # another action's button does not confirm it
                 assert (await ask(api, "/adopt 1")).startswith("settled:")
                 [adopted] = [p for p in orch.positions.values() if p["strategy"] == "operator"]
-                assert adopted["side"] == "sell" and adopted["legs"][0]["qty"] == 0.2 and orch.is_halted()
+                assert adopted["side"] == "sell" and adopted["legs"][0]["qty"] == 0.2 and orch.control.is_halted()
                 assert not orch.gaps and "by the operator" in orch.db.conn.execute(
                     "SELECT text FROM alerts ORDER BY id DESC").fetchone()[0]
             finally:

@@ -184,23 +184,23 @@ def test_reconciliation_reports_foreign_positions_and_halts_on_differences(tmp_p
                 alerts = [t for (t,) in orch.db.conn.execute("SELECT text FROM alerts WHERE kind='reconcile'")]
                 assert any("ETH/USDT: a position of 2 that Vigil did not open, left alone" in a for a in alerts)
                 assert any("manual-1" in a and "left alone" in a for a in alerts)
-                assert not orch.is_halted()
+                assert not orch.control.is_halted()
                 fake.balance = 10050.0  # more money than Vigil's trades explain: reported, trading goes on
                 await orch.reconcile()
-                assert not orch.is_halted()
+                assert not orch.control.is_halted()
                 assert orch.db.conn.execute("SELECT text FROM alerts ORDER BY id DESC").fetchone()[0] == (
                     "wallet balances moved +50.00 USDT, Vigil's realized PnL +0.00: +50.00 unexplained (a deposit?)")
                 fake.balance = 9950.0  # less: halt, naming it
                 await orch.reconcile()
-                assert orch.is_halted() and "wallet balances moved -100.00 USDT" in orch.halt["reason"]
-                orch.resume()
+                assert orch.control.is_halted() and "wallet balances moved -100.00 USDT" in orch.control.halt["reason"]
+                orch.control.resume()
                 # the database believes in a position the exchange does not have: halt, naming it
                 orch.db.save_position({"id": "p9", "strategy": "momentum", "status": "open", "closed_at": None,
                                        "kind": "directional", "stop": None, "stop_order": None,
                                        "legs": [{"venue": "binance", "symbol": "BTC/USDT", "side": "buy",
                                                  "market": "swap", "qty": 0.5}]})
                 await orch.reconcile()
-                assert orch.is_halted() and "the database holds 0.5, the exchange 0" in orch.halt["reason"]
+                assert orch.control.is_halted() and "the database holds 0.5, the exchange 0" in orch.control.halt["reason"]
             finally:
                 await orch.executor.broker.close()
         asyncio.run(go())
@@ -277,21 +277,21 @@ def test_the_operator_settles_a_difference_by_adopting_or_closing_it(tmp_path, m
             try:
                 fake.extra_positions["BTCUSDT"] = 0.3  # the exchange holds less than the books
                 await orch.reconcile()
-                assert orch.is_halted() and [g["exchange"] for g in orch.gaps] == [0.3]
+                assert orch.control.is_halted() and [g["exchange"] for g in orch.gaps] == [0.3]
                 [written] = await orch.settle_gap(orch.gaps[0], close=False)
                 assert written["legs"][0]["qty"] == pytest.approx(0.3) and written["status"] == "open"
-                orch.resume()
+                orch.control.resume()
                 await orch.reconcile()
-                assert not orch.is_halted() and not orch.gaps
+                assert not orch.control.is_halted() and not orch.gaps
                 fake.extra_positions["BTCUSDT"] = 0.7  # now more than the books: adopt it, then close it
                 await orch.reconcile()
-                assert orch.is_halted() and orch.gaps[0]["books"] == pytest.approx(0.3)
+                assert orch.control.is_halted() and orch.gaps[0]["books"] == pytest.approx(0.3)
                 [adopted] = await orch.settle_gap(orch.gaps[0], close=True)
                 assert adopted["strategy"] == "operator" and adopted["status"] == "closed"
                 assert fake.net_positions()["BTCUSDT"] == pytest.approx(0.3)  # the extra 0.4 sold at market
-                orch.resume()
+                orch.control.resume()
                 await orch.reconcile()
-                assert not orch.is_halted()
+                assert not orch.control.is_halted()
                 notes = [t for (t,) in orch.db.conn.execute("SELECT text FROM alerts WHERE kind='reconcile'")]
                 assert sum("by the operator" in t for t in notes) == 2  # both recorded
             finally:

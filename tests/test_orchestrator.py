@@ -107,16 +107,16 @@ def test_kill_between_risk_and_execute_sends_nothing_and_persists(tmp_path, monk
     def evaluate_then_kill(proposals, state, params):
         out = evaluate(proposals, state, params)
         if any(t for _, t in out):
-            orch.kill("test")  # the operator's /kill lands while risk has just approved
+            orch.control.kill("test")  # the operator's /kill lands while risk has just approved
         return out
     monkeypatch.setattr(risk, "evaluate", evaluate_then_kill)
     run(orch, 1500)
-    assert orch.is_halted() and sent == []
+    assert orch.control.is_halted() and sent == []
     notes = [n for i in range(1, 1501) for n in orch.db.cycle(i)["notes"]]
     assert "halted before execute" in notes
     orch.db.close()
     again = make(tmp_path)
-    assert again.is_halted()  # a restart stays halted until resume
+    assert again.control.is_halted()  # a restart stays halted until resume
 
 
 def test_overrun_skips_ahead_and_says_so(tmp_path):
@@ -194,7 +194,7 @@ def test_a_crash_between_write_ahead_and_send_is_resolved_on_restart(tmp_path):
 def test_a_paused_strategy_stops_entering_but_still_exits(tmp_path):
     orch = make(tmp_path, enabled="funding_arb")
     run(orch, 800)
-    orch.set_paused("funding_arb", True)
+    orch.control.set_paused("funding_arb", True)
     paused_at = orch.last["started_at"]
     held = set(orch.positions)
     run(orch, 3000)
@@ -218,28 +218,28 @@ def test_a_cycle_that_raises_is_recorded_and_alerted_and_repeated_failures_halt(
     import vigil.orchestrator
     monkeypatch.setattr(vigil.orchestrator, "decide", flaky)
     run(orch, 8)  # one failure: recorded, alerted, the loop goes on
-    assert orch.cycle_n == 8 and not orch.is_halted()
+    assert orch.cycle_n == 8 and not orch.control.is_halted()
     assert "cycle 5 failed in" in " ".join(orch.db.cycle(5)["notes"]) and "ZeroDivisionError" in caplog.text
     alerts = [t for (t,) in orch.db.conn.execute("SELECT text FROM alerts WHERE kind='error'")]
     assert any("cycle 5 failed" in a and "float division by zero" in a for a in alerts)
     run(orch, 6)  # three in a row: trading halts, saying why; the loop still runs
-    assert orch.cycle_n == 14 and orch.is_halted() and "3 cycles in a row failed" in orch.halt["reason"]
+    assert orch.cycle_n == 14 and orch.control.is_halted() and "3 cycles in a row failed" in orch.control.halt["reason"]
 
 
 def test_stopped_entries_let_exits_go_on_and_survive_a_restart(tmp_path):
     orch = make(tmp_path, enabled="funding_arb, momentum, mean_reversion")
     run(orch, 800)
-    orch.stop_entries(True)
+    orch.control.stop_entries(True)
     stopped_at, held = orch.last["started_at"], set(orch.positions)
     orch.db.close()
     again = make(tmp_path, enabled="funding_arb, momentum, mean_reversion")  # a restart
     for _ in range(again.cycle_n):  # the sim's market continues where it was, as run.py does
         asyncio.run(again.source.tick())
     run(again, 2500)
-    assert again.entries_stopped and held
+    assert again.control.entries_stopped and held
     assert not [p for p in again.db.positions() if p["opened_at"] > stopped_at]  # nothing opened
     assert [p for p in again.db.positions("closed") if p["closed_at"] > stopped_at and p["id"] in held]
-    again.stop_entries(False)
+    again.control.stop_entries(False)
     run(again, 1500)
     assert [p for p in again.db.positions() if p["opened_at"] > stopped_at]  # entries again
 

@@ -65,7 +65,7 @@ class Bot:
         self.app.add_handler(CallbackQueryHandler(self._guard(self.confirm)))
         self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._guard(self.unknown)))
         self.app.add_error_handler(self._error)
-        orch.listeners.append(lambda kind, text: self.wake.set())
+        orch.control.listeners.append(lambda kind, text: self.wake.set())
 
     # --- life cycle ------------------------------------------------------------------------------
     async def start(self):
@@ -139,7 +139,7 @@ class Bot:
     async def status(self, update, context):
         o, rec = self.orch, self.orch.last
         lines = [f"mode {self.cfg['vigil']['mode']} | "
-                 + (f"HALTED: {o.halt['reason']}" if o.halt else "running"),
+                 + (f"HALTED: {o.control.halt['reason']}" if o.control.halt else "running"),
                  f"equity {o.equity():.2f} | open positions {len(o.positions)}"]
         if rec:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec["started_at"] / 1000))
@@ -151,7 +151,7 @@ class Bot:
                 lines.append(f"veto: {rec['veto']['reason']}")
         else:
             lines.append("no cycle yet")
-        paused = o.paused()
+        paused = o.control.paused()
         if paused:
             lines.append("paused: " + ", ".join(sorted(paused)))
         await self._reply(update, "\n".join(lines))
@@ -262,14 +262,14 @@ class Bot:
         await self._reply(update, "\n".join(lines))
 
     async def kill(self, update, context):
-        halt = self.orch.kill(f"/kill from user {update.effective_user.id}")
+        halt = self.orch.control.kill(f"/kill from user {update.effective_user.id}")
         await self._reply(update, f"HALTED. In flight: {halt['in_flight']}. No order will be sent until /resume.")
 
     async def resume(self, update, context):
-        if not self.orch.is_halted():
+        if not self.orch.control.is_halted():
             await self._reply(update, "not halted: nothing to resume")
             return
-        self.orch.resume()
+        self.orch.control.resume()
         await self._reply(update, "resumed: trading goes on from the next cycle")
 
     async def flatten(self, update, context):
@@ -348,11 +348,11 @@ class Bot:
         await self._ask(update, f"forceexit:{pid}", "Close it", f"Close {pid} at market?")
 
     async def stopentry(self, update, context):
-        self.orch.stop_entries(True)
+        self.orch.control.stop_entries(True)
         await self._reply(update, "entries stopped: exits, stops and funding go on; /startentry to allow them")
 
     async def startentry(self, update, context):
-        self.orch.stop_entries(False)
+        self.orch.control.stop_entries(False)
         await self._reply(update, "entries allowed again")
 
     async def pause(self, update, context):
@@ -364,7 +364,7 @@ class Bot:
     async def _set_paused(self, update, context, on):
         name = context.args[0] if context.args else ""
         try:
-            self.orch.set_paused(name, on)
+            self.orch.control.set_paused(name, on)
         except KeyError:
             await self._reply(update, f"no strategy '{name}'; running: {', '.join(self.orch.strategies)}")
             return
@@ -453,8 +453,8 @@ class Bot:
                 stats = report.summary(self.db.closed_positions(),
                                             self.cfg["vigil"]["starting_equity"] / max(1, len(enabled)))
                 total = sum(f["net_pnl"] for f in stats.values())
-                self.orch.alert("summary", f"daily summary {day}: equity {self.orch.equity():.2f}, "
+                self.orch.control.alert("summary", f"daily summary {day}: equity {self.orch.equity():.2f}, "
                                            f"{len(self.orch.positions)} open, net PnL {total:+.2f} over "
                                            f"{sum(f['trades'] for f in stats.values())} trades"
-                                           f"{', HALTED' if self.orch.halt else ''}")
+                                           f"{', HALTED' if self.orch.control.halt else ''}")
             await asyncio.sleep(60)

@@ -207,15 +207,15 @@ async def run(cfg, cycles, interval):
             await orch.source.tick()
     notifier = Notifier()
     orch.on_cycle.append(notifier.cycle)
-    orch.alert("startup", f"vigil started: mode {cfg['vigil']['mode']}"
-                          f"{', HALTED: ' + orch.halt['reason'] if orch.halt else ''}")
+    orch.control.alert("startup", f"vigil started: mode {cfg['vigil']['mode']}"
+                          f"{', HALTED: ' + orch.control.halt['reason'] if orch.control.halt else ''}")
     bot = await _start_bot(cfg, orch)
     notifier.ready()
     try:
         await orch.run(cycles=cycles, interval=interval)
     finally:
         notifier.stopping()
-        orch.alert("shutdown", f"vigil stopped after cycle {orch.cycle_n}")
+        orch.control.alert("shutdown", f"vigil stopped after cycle {orch.cycle_n}")
         log.info("vigil stopped after cycle %d", orch.cycle_n)
         if bot:
             await bot.stop()

@@ -8,6 +8,7 @@ import time
 
 from vigil import schemas, tracker
 from vigil.config import TIMEFRAME_MS
+from vigil.control import Control
 from vigil.decide import decide
 from vigil.executor import Executor, Halted
 from vigil.market_state import Trend
@@ -25,23 +26,18 @@ class Orchestrator:
         self.cfg = cfg
         self.db = db
         self.source = source
-        self.executor = Executor(db, broker, self.is_halted, self.alert, self.kill, cfg["risk"]["venue_stops"])
-        self.console = console if cfg["vigil"]["console"] else None
         self.strategies = {name: importlib.import_module(f"vigil.{name}")
                            for name in cfg["strategies"]["enabled"]}
+        self.control = Control(db, self.strategies)
+        self.executor = Executor(db, broker, self.control.is_halted, self.control.alert, self.control.kill,
+                                 cfg["risk"]["venue_stops"])
+        self.console = console if cfg["vigil"]["console"] else None
         self.trend = Trend(cfg["market"]["trade_venue"], cfg["market_state"])
         self._load_positions()
         self.cycle_n = db.last_cycle()
-        self.halt = db.get("halt")  # persisted: a restarted process stays halted until resume
-        # Written only through this object, so memory mirrors the database and the cycle never re-reads them.
-        self.paused_names = sorted(db.get("paused") or [])  # replaced, never changed in place
-        self.entries_stopped = bool(db.get("entries_stopped"))  # /stopentry: exits, stops and funding go on
-        self.veto = db.get("veto")
         self.day_start = db.get("day_start")
         self.stopping = False
         self.last = None  # the last CycleRecord, for status and /why
-        self.in_flight = "idle"
-        self.listeners = []  # callables(kind, text) for alerts, e.g. the Telegram bot
         self.on_cycle = []  # callables(CycleRecord) after each recorded cycle, e.g. the watchdog
         self.on_inputs = []  # callables(inputs) before the decisions, e.g. the flight recorder
         self.reconciler = None  # live: async () -> (problems, notices), run at start and every few cycles
@@ -60,22 +56,7 @@ class Orchestrator:
         self.positions = {p["id"]: p for p in self.db.positions(*schemas.POSITION_LIVE)}
         self.closed_pnl = self.db.realized_pnl(closed_only=True)
 
-    # --- control -----------------------------------------------------------------------------
-    def is_halted(self):
-        return self.halt is not None
-
-    def kill(self, reason, now_ms=None):
-        """Halts now: recorded before returning, so no order can follow it."""
-        self.halt = {"reason": reason, "ts": now_ms or int(time.time() * 1000), "in_flight": self.in_flight}
-        self.db.put("halt", self.halt)
-        self.alert("halt", f"halted: {reason} (in flight: {self.in_flight})")
-        return self.halt
-
-    def resume(self):
-        self.halt = None
-        self.db.put("halt", None)
-        self.alert("resume", "resumed")
-
+    # --- the operator's orders -------------------------------------------------------------------
     async def flatten(self):
         """Closes every position now, even while halted (an explicit operator order); returns (closed, left)."""
         async with self.trading:
@@ -99,10 +80,10 @@ class Orchestrator:
             problems, notices, self.gaps = await self.reconciler()
         for text in problems + notices:
             if text not in self.reported:  # the same finding is alerted once, not every few cycles
-                self.alert("reconcile", text)
+                self.control.alert("reconcile", text)
         self.reported = set(problems + notices)
-        if problems and not self.is_halted():
-            self.kill("reconciliation: " + "; ".join(problems))
+        if problems and not self.control.is_halted():
+            self.control.kill("reconciliation: " + "; ".join(problems))
 
     async def force_exit(self, position_id):
         """Closes one position at market now, even while halted (the operator's order); None if it is not open."""
@@ -134,30 +115,9 @@ class Orchestrator:
                 changed.append(position)
         self.gaps = [g for g in self.gaps if g is not gap]
         self.reported.clear()  # a difference that remains is alerted again at the next reconciliation
-        self.alert("reconcile", f"{gap['venue']} {gap['symbol']}: books {gap['books']:g} set to the exchange's "
+        self.control.alert("reconcile", f"{gap['venue']} {gap['symbol']}: books {gap['books']:g} set to the exchange's "
                                 f"{gap['exchange']:g} by the operator" + (", the rest closed at market" if close else ""))
         return changed
-
-    def stop_entries(self, on):
-        """No strategy opens anything while on; persisted, like the halt, across restarts."""
-        self.db.put("entries_stopped", on)
-        self.entries_stopped = on
-        self.alert("entries", "entries stopped: exits, stops and funding go on" if on else "entries allowed again")
-
-    def paused(self):
-        return set(self.paused_names)
-
-    def set_paused(self, name, on):
-        if name not in self.strategies:
-            raise KeyError(name)
-        paused = sorted(self.paused() | {name} if on else self.paused() - {name})
-        self.db.put("paused", paused)
-        self.paused_names = paused
-
-    def alert(self, kind, text):
-        self.db.add_alert(int(time.time() * 1000), kind, text)
-        for listener in self.listeners:
-            listener(kind, text)
 
     # --- heartbeat ---------------------------------------------------------------------------
     async def run(self, cycles=None, interval=None):
@@ -184,7 +144,7 @@ class Orchestrator:
                     skipped = math.ceil(late / interval)
                     k += skipped
                     log.warning("cycle %d overran the heartbeat: skipped %d beat(s)", self.cycle_n, skipped)
-                    self.alert("overrun", f"cycle {self.cycle_n} overran: skipped {skipped} beat(s)")
+                    self.control.alert("overrun", f"cycle {self.cycle_n} overran: skipped {skipped} beat(s)")
                 await self._sleep_until(t0 + k * interval)
         finally:
             await self.source.close()
@@ -214,7 +174,7 @@ class Orchestrator:
             self._load_positions()  # the executor may have booked more
         except Exception as e:  # a bug or a bad answer: recorded and alerted; the loop and the bot go on
             self._failed(n, rec, e)
-        rec["halted"] = self.is_halted()
+        rec["halted"] = self.control.is_halted()
         rec["equity"] = self.equity()
         rec["duration_ms"] = int((time.perf_counter() - started) * 1e6) / 1000  # to the microsecond
         if self.checkpoints:
@@ -223,7 +183,7 @@ class Orchestrator:
                 self.db.put("checkpoint", self._checkpoint(n))
         else:  # a backtest: nothing restarts it
             self.db.add_cycle(rec)  # its schema is checked by the tests, not every cycle
-        self.cycle_n, self.last, self.in_flight = n, rec, "idle"
+        self.cycle_n, self.last, self.control.in_flight = n, rec, "idle"
         if self.reconciler and n % self.cfg["live"]["reconcile_every"] == 0:
             await self.reconcile()
         if n % PRUNE_EVERY == 0:
@@ -240,20 +200,20 @@ class Orchestrator:
         """A cycle that raised: the traceback to the log, the reason to the cycle row and the phone; the books
         are reloaded (the step may have stopped between an order and its position), and FAIL_HALT failures in a
         row halt trading, since every cycle would fail the same way."""
-        log.exception("cycle %d failed in %s", n, self.in_flight)
-        reason = f"cycle {n} failed in {self.in_flight}: {type(e).__name__}: {e}"[:500]
+        log.exception("cycle %d failed in %s", n, self.control.in_flight)
+        reason = f"cycle {n} failed in {self.control.in_flight}: {type(e).__name__}: {e}"[:500]
         rec["notes"].append(reason)
-        self.alert("error", reason)
+        self.control.alert("error", reason)
         self._load_positions()
         self.failures += 1
-        if self.failures >= FAIL_HALT and not self.is_halted():
-            self.kill(f"{self.failures} cycles in a row failed, the last: {reason}")
+        if self.failures >= FAIL_HALT and not self.control.is_halted():
+            self.control.kill(f"{self.failures} cycles in a row failed, the last: {reason}")
 
     def _checkpoint(self, n):
         """What cycle n + 1 starts from and the rows do not hold: the positions' marks (their unrealized PnL
         sizes trades), the closed PnL as summed, the running ADX/ATR/volatility, the veto as the cycle ended."""
         return {"n": n, "fill": self.db.last_fill(), "closed_pnl": self.closed_pnl,
-                "positions": list(self.positions.values()), "veto": self.veto, "trend": self.trend.dump()}
+                "positions": list(self.positions.values()), "veto": self.control.veto, "trend": self.trend.dump()}
 
     def restore(self, replays_exactly):
         """Goes on from the last cycle's checkpoint, so that a restart decides as the process would have.
@@ -268,7 +228,7 @@ class Orchestrator:
         if not saved or saved["n"] != self.cycle_n:
             return
         self.trend.load(saved["trend"])
-        self.veto = saved["veto"]
+        self.control.veto = saved["veto"]
         cycles = self.db.cycles_filled_after(saved["fill"])
         if cycles and not (replays_exactly and cycles == {self.cycle_n + 1}):
             log.warning("trades since the checkpoint of cycle %d: positions taken from the database", self.cycle_n)
@@ -277,9 +237,9 @@ class Orchestrator:
         self.closed_pnl = saved["closed_pnl"]
 
     def _step(self, name):
-        if self.halt is not None:
+        if self.control.halt is not None:
             raise Halted(f"halted before {name}")
-        self.in_flight = name
+        self.control.in_flight = name
 
     async def _steps(self, n, now, rec):
         self._step("market_state")
@@ -291,13 +251,13 @@ class Orchestrator:
         prices = {key: bar["close"] for key, bar in bars.items()}
         inputs = {"n": n, "now": now, "candles": candles, "trend": self.trend.update(candles), "feeds": feeds,
                   "positions": list(self.positions.values()), "equity": self.equity(),
-                  "day_start_equity": self._day_start(now), "prices": prices, "veto": self.veto,
-                  "paused": self.paused_names, "entries_stopped": self.entries_stopped}
+                  "day_start_equity": self._day_start(now), "prices": prices, "veto": self.control.veto,
+                  "paused": self.control.paused_names, "entries_stopped": self.control.entries_stopped}
         for hook in self.on_inputs:
             hook(inputs)
         verdicts = decide(self.cfg, self.strategies, inputs, rec, self._step,
                           lambda kind, items: self._save(n, kind, items))
-        self._veto(inputs["veto"], rec["veto"])
+        self.control.set_veto(rec["veto"])
         self._alert_changes(rec)
         async with self.trading:
             await self._execute_and_track(n, now, rec, verdicts, feeds, bars)
@@ -313,14 +273,14 @@ class Orchestrator:
         if failing == self.failing and down == self.feed_errors:
             return
         for name in sorted(failing - self.failing):
-            self.alert("error", f"strategy {name} failed: {rec['strategies'][name][7:]}")
+            self.control.alert("error", f"strategy {name} failed: {rec['strategies'][name][7:]}")
         for name in sorted(self.failing - failing):
-            self.alert("error", f"strategy {name} works again")
+            self.control.alert("error", f"strategy {name} works again")
         self.failing = failing
         for k in sorted(down - self.feed_errors):
-            self.alert("feed", f"feed {k} down: {rec['feeds'][k]}")
+            self.control.alert("feed", f"feed {k} down: {rec['feeds'][k]}")
         for k in sorted(self.feed_errors - down):
-            self.alert("feed", f"feed {k} back")
+            self.control.alert("feed", f"feed {k} back")
         self.feed_errors = down
 
     async def _execute_and_track(self, n, now, rec, verdicts, feeds, bars):
@@ -338,7 +298,7 @@ class Orchestrator:
                 position = await self.executor.open(trade, n, now)
                 self._stop_note(None, position, rec)
                 if position["status"] != "void":
-                    self.alert("trade", f"opened {position['id']}: {p['reason']}")
+                    self.control.alert("trade", f"opened {position['id']}: {p['reason']}")
                 self._book(position)
             elif p["position_id"] in self.positions:  # not if an order followed above has just closed it
                 acted.add(p["position_id"])
@@ -355,7 +315,7 @@ class Orchestrator:
             if reason and pid not in acted:
                 rec["orders"] += len(position["legs"])
                 await self._close(position, n, now, reason, rec, level)
-        self.in_flight = "record"
+        self.control.in_flight = "record"
 
     async def _feeds(self, now):
         """The source's feeds, aged; a source that does I/O bounds each request itself ([feeds] timeout)."""
@@ -381,14 +341,6 @@ class Orchestrator:
             for item in items:
                 self.db.add_proposal(n, item) if kind == "proposals" else self.db.add_verdict(n, item)
 
-    def _veto(self, active, veto):
-        """Persists the veto and alerts when it turns on or off."""
-        if veto != active:
-            self.db.put("veto", veto)
-            self.veto = veto
-        if bool(veto) != bool(active):
-            self.alert("veto", f"veto on: {veto['reason']}" if veto else "veto off")
-
     async def _close(self, position, n, now, reason, rec, level=None):
         position = await self.executor.close(position, n, now, reason, level=level)
         self._book(position)
@@ -412,7 +364,7 @@ class Orchestrator:
         self.positions.pop(position["id"], None)
         self.closed_pnl += position["realized_pnl"]  # void: nothing filled, nothing realized
         if position["status"] == "closed":
-            self.alert("trade", f"closed {position['id']} ({position['close_reason']}): "
+            self.control.alert("trade", f"closed {position['id']} ({position['close_reason']}): "
                                 f"pnl {position['realized_pnl']:+.2f}")
 
     def _usable(self, candles, rec):
