@@ -7,9 +7,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vigil import reconcile, venues  # noqa: E402
+from vigil import venues  # noqa: E402
 from vigil.executor import Executor  # noqa: E402
-from vigil.live_broker import LiveBroker  # noqa: E402
+from vigil.live_broker import LiveBroker, reconcile  # noqa: E402
 from vigil.schemas import ORDER_WORKING  # noqa: E402
 from vigil.storage import Storage  # noqa: E402
 
@@ -68,7 +68,7 @@ async def main(db_path, binance_url, bybit_url, stops=False):
                 break
             await executor.follow(5, NOW)
             await asyncio.sleep(0.2 * stops)
-        problems, _, _ = await reconcile.reconcile(clients, db, ["BTC/USDT"], 1e9)
+        problems, _, _ = await reconcile(clients, db, ["BTC/USDT"], 1e9)
     finally:
         for ex in clients.values():
             await ex.close()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vigil import backtest, candle_files, cli, config
-from vigil.simmarket import SimMarket
+from vigil.sim import SimMarket
 from vigil.storage import Storage
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -176,8 +176,8 @@ def test_sigkill_between_write_ahead_and_send_of_entries_and_exits(tmp_path):
 
 if __name__ == "__main__":  # run.py that SIGKILLs itself once before each order listed in argv[1] reaches the sim
     sys.path.insert(0, str(ROOT))
-    from vigil import cli, sim_broker
-    listed, place = Path(sys.argv[1]), sim_broker.SimBroker.place
+    from vigil import cli, sim
+    listed, place = Path(sys.argv[1]), sim.SimBroker.place
 
     async def dying_place(self, order):
         ids = listed.read_text().split()
@@ -185,5 +185,5 @@ if __name__ == "__main__":  # run.py that SIGKILLs itself once before each order
             listed.write_text(" ".join(i for i in ids if i != order["id"]))  # once: the replay sends it
             os.kill(os.getpid(), signal.SIGKILL)
         return await place(self, order)
-    sim_broker.SimBroker.place = dying_place
+    sim.SimBroker.place = dying_place
     sys.exit(cli.main(sys.argv[2:]))

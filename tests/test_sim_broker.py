@@ -1,7 +1,7 @@
 import pytest
 
 from helpers import FILLS
-from vigil.sim_broker import simulate
+from vigil.sim import simulate
 
 BAR = {"ts": 0, "open": 100.0, "high": 102.0, "low": 98.0, "close": 101.0, "volume": 1000.0}
 

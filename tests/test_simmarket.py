@@ -3,7 +3,7 @@ import collections
 
 
 from vigil import config, market_state
-from vigil.simmarket import SimMarket
+from vigil.sim import SimMarket
 from vigil.market_state import Trend
 
 

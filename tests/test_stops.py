@@ -5,9 +5,9 @@ import asyncio
 import pytest
 
 from fake_venue import FakeVenues
-from vigil import reconcile, venues
+from vigil import venues
 from vigil.executor import Executor
-from vigil.live_broker import LiveBroker
+from vigil.live_broker import LiveBroker, reconcile
 from vigil.schemas import ORDER_WORKING
 from vigil.storage import Storage
 
@@ -109,7 +109,7 @@ def test_a_stop_fired_while_away_is_booked_and_a_dropped_stop_is_placed_again(tm
 
         async def follow(executor, db, ex, alerts):
             await executor.follow(3, 0)
-            problems, _, _ = await reconcile.reconcile({venue: ex}, db, ["BTC/USDT"], 1e9)
+            problems, _, _ = await reconcile({venue: ex}, db, ["BTC/USDT"], 1e9)
             return db, alerts, problems
         db, alerts, problems = session(tmp_path, fake, venue, follow)
         db = Storage(str(tmp_path / "v.db"))
@@ -133,7 +133,7 @@ def test_reconciliation_names_a_stray_vigil_stop(tmp_path, venue):
             # the books forget the stop (a database restored from an old backup): the venue still holds it
             stop = dict(db.order(position["stop_order"]), status="cancelled")
             db.save_order(stop)
-            return (await reconcile.reconcile({venue: ex}, db, ["BTC/USDT"], 1e9))[0]
+            return (await reconcile({venue: ex}, db, ["BTC/USDT"], 1e9))[0]
         problems = session(tmp_path, fake, venue, body)
         assert len(problems) == 1 and "rests at the exchange" in problems[0] and "0s1.0" in problems[0]
 

@@ -203,7 +203,7 @@ def test_missing_feed_means_idle_with_a_reason(name, feed):
 
 
 def test_no_strategy_imports_another_strategy_the_executor_or_risk():
-    forbidden = set(STRATEGIES) | {"executor", "risk", "orchestrator", "sim_broker", "live_broker"}
+    forbidden = set(STRATEGIES) | {"executor", "risk", "orchestrator", "sim", "live_broker"}
     for name in STRATEGIES:
         tree = ast.parse((ROOT / "vigil" / f"{name}.py").read_text())
         for node in ast.walk(tree):
@@ -234,3 +234,8 @@ def test_the_loop_runs_with_each_strategy_file_deleted(tmp_path):
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert len(out.stdout.splitlines()) == 200
+        # a config that names no strategies runs the ones there are
+        (tree / "bare.cfg").write_text(f"[vigil]\ndb = {tree}/bare.db\n")
+        out = subprocess.run([sys.executable, "run.py", "--config", "bare.cfg", "--cycles", "5", "--interval", "0"],
+                             cwd=tree, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr

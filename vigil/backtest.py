@@ -13,7 +13,7 @@ import numpy as np
 from vigil import candle_files, report, schemas
 from vigil.config import TIMEFRAME_MS
 from vigil.orchestrator import Orchestrator
-from vigil.sim_broker import SimBroker
+from vigil.sim import SimBroker
 from vigil.storage import Storage
 
 ABSENT = schemas.feed(error="no history in this backtest")  # copied: each cycle gets feed dicts of its own
@@ -51,8 +51,7 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     if db_path is None:
         tmp = tempfile.TemporaryDirectory()
         db_path = cfg["vigil"]["db"] = os.path.join(tmp.name, "backtest.db")
-    db = Storage(db_path)
-    db.conn.execute("PRAGMA synchronous=OFF")  # a backtest is reproducible from its files: speed over durability
+    db = Storage(db_path, scratch=True)
     source = recorded or BacktestSource(cfg, data, rates)
     orch = Orchestrator(cfg, db, source, SimBroker(source, cfg["fills"]), console=lambda line: None)
     total, started = source.count(), time.time()

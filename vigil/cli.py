@@ -1,4 +1,5 @@
-"""Parses the command line and dispatches to run, check and report, with the exit codes of DESIGN.md."""
+"""Parses the command line and runs the chosen command (run, check, report, backtest, download, replay, backup)
+with its exit code: 0 done, 1 failed, 2 bad input."""
 import argparse
 import asyncio
 import json
@@ -161,8 +162,8 @@ def build(cfg):
     """Wires source, broker, database and orchestrator for the configured mode."""
     from vigil.orchestrator import Orchestrator
     from vigil.flight import Recorder
-    from vigil.sim_broker import SimBroker
-    from vigil.simmarket import SimMarket
+    from vigil.sim import SimBroker
+    from vigil.sim import SimMarket
     db = Storage(cfg["vigil"]["db"], durable=cfg["vigil"]["mode"] == "live")
     if cfg["vigil"]["mode"] == "sim":
         source = SimMarket(cfg)
@@ -173,9 +174,9 @@ def build(cfg):
     orch = Orchestrator(cfg, db, source, broker, console=_console)
     orch.on_inputs.append(Recorder(db, cfg).record)
     if cfg["vigil"]["mode"] == "live":
-        from vigil import reconcile
-        orch.reconciler = lambda: reconcile.reconcile(broker.clients, db, cfg["market"]["symbols"],
-                                                      cfg["live"]["balance_tolerance"])
+        from vigil.live_broker import reconcile
+        orch.reconciler = lambda: reconcile(broker.clients, db, cfg["market"]["symbols"],
+                                            cfg["live"]["balance_tolerance"])
     return orch
 
 
@@ -242,7 +243,7 @@ async def _start_bot(cfg, orch):
 async def _live_check(cfg):
     """Keys, permissions and clock, then exactly the calls reconciliation makes: ok here means it works."""
     import ccxt
-    from vigil import reconcile
+    from vigil.live_broker import venue_state
     broker = live_broker(cfg)
     rows = []
     try:
@@ -251,7 +252,7 @@ async def _live_check(cfg):
             if problem and problem.startswith("no API key"):
                 continue
             try:
-                state = await reconcile.venue_state(venue, broker.clients[venue], cfg["market"]["symbols"][0])
+                state = await venue_state(venue, broker.clients[venue], cfg["market"]["symbols"][0])
                 problem = "hedge mode (dual side) is on: switch the account to one-way mode" if state["hedge"] else None
                 rows.append((f"{venue} reconciliation ({len(state['positions'])} positions, "
                              f"{len(state['resting'])} open orders)", 0.0, problem))

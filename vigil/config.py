@@ -2,6 +2,7 @@
 import configparser
 import difflib
 import importlib
+import pathlib
 
 TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
 
@@ -46,7 +47,7 @@ TABLE = {
         "atr_pct_volatile": (float, 0.5, 0.01, 50.0, "ATR as % of price at or above this is volatile"),
     },
     "strategies": {
-        "enabled": (list, ["funding_arb", "smart_money", "momentum", "mean_reversion", "sentiment_veto"], None, None, "strategy modules to run"),
+        "enabled": (list, None, None, None, "strategy modules to run (default: every one there is)"),
     },
     "risk": {
         "risk_per_trade": (float, 0.005, 0.0001, 0.1, "equity fraction lost if the stop is hit"),
@@ -130,12 +131,21 @@ def load(path, extra_sections=None):
     table = dict(TABLE)
     table.update(extra_sections or {})
     enabled = _parse(parser, {"strategies": table["strategies"]})["strategies"]["enabled"]
+    if enabled is None:  # not set: every strategy module there is, so deleting one breaks no config
+        enabled = installed()
+        table["strategies"] = {"enabled": (list, enabled, None, None, "")}
     for name in enabled:
         table[name] = _strategy_params(name, f"[strategies] enabled: '{name}'")
     for section in parser.sections():
         if section not in table:  # settings of a strategy that is present but switched off
             table[section] = _strategy_params(section, f"[{section}]: unknown section{_closest(section, table)}")
     return _parse(parser, table)
+
+
+def installed():
+    """The strategy modules there are, by name: every vigil/*.py that defines propose(ctx)."""
+    return sorted(p.stem for p in pathlib.Path(__file__).parent.glob("*.py")
+                  if "\ndef propose(" in p.read_text(encoding="utf-8"))
 
 
 def _strategy_params(name, error):

@@ -30,9 +30,8 @@ def propose(ctx):
 
 def _overextended(symbol, c, params):
     window = c[-params["ma_bars"]:, 4]
-    ma = float(window.sum()) / len(window)
-    dev = window - ma
-    sd = (float(dev @ dev) / len(window)) ** 0.5  # population deviation, as Bollinger bands use
+    ma = float(window.mean())
+    sd = float(window.std())  # the population deviation, as Bollinger bands use
     if sd <= 0:
         return None
     entry = float(window[-1])

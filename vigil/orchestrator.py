@@ -1,4 +1,5 @@
-"""Runs the fixed-rate heartbeat and, in each cycle, the decision pipeline in DESIGN.md order."""
+"""Runs the fixed-rate heartbeat and, in each cycle, its steps in order: market state, feeds, decisions, execute,
+track, record."""
 import asyncio
 import gc
 import importlib
@@ -176,7 +177,7 @@ class Orchestrator:
             self._failed(n, rec, e)
         rec["halted"] = self.control.is_halted()
         rec["equity"] = self.equity()
-        rec["duration_ms"] = int((time.perf_counter() - started) * 1e6) / 1000  # to the microsecond
+        rec["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
         if self.checkpoints:
             with self.db.tx():  # the row and what the next cycle starts from commit together
                 self.db.add_cycle(rec)
@@ -338,8 +339,9 @@ class Orchestrator:
         if not items:
             return
         with self.db.tx():
+            add = self.db.add_proposal if kind == "proposals" else self.db.add_verdict
             for item in items:
-                self.db.add_proposal(n, item) if kind == "proposals" else self.db.add_verdict(n, item)
+                add(n, item)
 
     async def _close(self, position, n, now, reason, rec, level=None):
         position = await self.executor.close(position, n, now, reason, level=level)

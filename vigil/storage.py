@@ -47,13 +47,15 @@ MIGRATIONS = [
 class Storage:
     """One connection; writes inside tx() are committed together before the caller goes on."""
 
-    def __init__(self, path, durable=False):
+    def __init__(self, path, durable=False, scratch=False):
+        """durable: every commit survives a power cut (live money); scratch: none need to (a backtest, which its
+        files reproduce: speed over durability)."""
         self.path = path
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA page_size=16384")  # a new file only: a page holds ~20 cycle rows, not 5
         self.conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL survives a process crash in WAL mode; FULL also survives a power cut (live money).
-        self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self.conn.execute(f"PRAGMA synchronous={'OFF' if scratch else 'FULL' if durable else 'NORMAL'}")
         self.conn.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
         self.writer = self.conn.cursor()  # writes return no rows: one cursor serves them all
