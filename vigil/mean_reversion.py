@@ -30,8 +30,11 @@ def propose(ctx):
 
 def _overextended(symbol, c, params):
     window = c[-params["ma_bars"]:, 4]
-    ma = float(window.mean())
-    sd = float(window.std())  # the population deviation, as Bollinger bands use
+    # the population deviation, as Bollinger bands use; by hand, since numpy's mean() and std() made two months
+    # of 1m backtest 15% slower (7.3 s of CPU against 6.35 s)
+    ma = float(window.sum()) / len(window)
+    dev = window - ma
+    sd = (float(dev @ dev) / len(window)) ** 0.5
     if sd <= 0:
         return None
     entry = float(window[-1])
