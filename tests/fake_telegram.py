@@ -13,6 +13,7 @@ class FakeBotAPI:
         self.updates = []  # queued updates not yet confirmed by an offset
         self.next_update = 1
         self.sent = []  # (chat_id, text, reply_markup)
+        self.edits = []  # (chat_id, message_id, new text, reply_markup) of every edited message
         self.commands = None
         self.answered = []
         self.down = False
@@ -44,12 +45,19 @@ class FakeBotAPI:
             msg["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         return self._push({"message": msg})
 
-    def press(self, data, chat=1, user=1):
+    def press(self, action, chat=1, user=1, message_id=None):
+        """Presses the button of action ("flatten", or a full callback data) on the newest message that has one,
+        or on message message_id (an older question's button)."""
+        with self.cond:
+            sent = [(i + 1, t, m) for i, (c, t, m) in enumerate(self.sent) if c == chat and m]
+        buttons = [(i, t, b["callback_data"]) for i, t, m in sent for row in m["inline_keyboard"] for b in row
+                   if b["callback_data"].split("#")[0] == action.split("#")[0] and (message_id in (None, i))]
+        i, text, data = buttons[-1] if buttons else (1, "confirm?", action)
         return self._push({"callback_query": {
             "id": f"cq{self.next_update}", "from": {"id": user, "is_bot": False, "first_name": "op"},
             "chat_instance": "ci", "data": data,
-            "message": {"message_id": 1, "date": int(time.time()), "chat": {"id": chat, "type": "private"},
-                        "text": "confirm?"}}})
+            "message": {"message_id": i, "date": int(time.time()), "chat": {"id": chat, "type": "private"},
+                        "text": text}}})
 
     def _push(self, body):
         with self.cond:
@@ -129,7 +137,12 @@ class FakeBotAPI:
                     return ok(True)
                 if method == "getUpdates":
                     return ok(self._updates(params))
-                if method in ("sendMessage", "editMessageText"):
+                if method == "editMessageText":  # kept apart: an edit is not a new message
+                    markup = json.loads(params["reply_markup"]) if params.get("reply_markup") else None
+                    self.edits.append((int(params["chat_id"]), int(params["message_id"]), params["text"], markup))
+                    return ok({"message_id": int(params["message_id"]), "date": int(time.time()),
+                               "text": params["text"], "chat": {"id": int(params["chat_id"]), "type": "private"}})
+                if method == "sendMessage":
                     if method == "sendMessage" and self.throttle > 0:
                         self.throttle -= 1
                         return 429, {"ok": False, "error_code": 429, "description": "Too Many Requests",

@@ -173,14 +173,15 @@ def test_flatten_needs_confirmation(tmp_path, monkeypatch):
                 asked = await ask(api, "/flatten")
                 assert "Press the button or send /flatten again" in asked
                 markup = next(m for _, t, m in api.sent if t == asked)  # alerts may have been sent since
-                assert markup["inline_keyboard"][0][0]["callback_data"] == "flatten"
+                assert markup["inline_keyboard"][0][0]["callback_data"].startswith("flatten#")
                 assert orch.positions
                 before = len(api.sent)
                 api.press("flatten")
                 await until(lambda: any(t.startswith("flatten:") for t in replies(api, OPERATOR, before)))
                 assert "closed, 0 still open" in replies(api, OPERATOR, before)[-1] and not orch.positions
                 assert api.answered
-                assert "expired" in (await ask_press(api, "flatten"))
+                assert "no longer works" in (await ask_press(api, "flatten"))
+                await until(lambda: any(e[2].endswith("(confirmed)") and e[3] is None for e in api.edits))
             finally:
                 await bot.stop()
 
@@ -259,7 +260,7 @@ def test_a_difference_with_the_exchange_is_settled_only_once_confirmed(tmp_path,
                 asked = await ask(api, "/adopt 1")
                 assert "set the books from 0 to the exchange's -0.2" in asked and "/adopt 1 again" in asked
                 assert not [p for p in orch.positions.values() if p["strategy"] == "operator"]  # not before yes
-                assert "expired" in await press(api, "flatten")  # another action's button does not confirm it
+                assert "no longer works" in await press(api, "flatten")  # another action's button: not this
                 assert (await ask(api, "/adopt 1")).startswith("settled:")
                 [adopted] = [p for p in orch.positions.values() if p["strategy"] == "operator"]
                 assert adopted["side"] == "sell" and adopted["legs"][0]["qty"] == 0.2 and orch.control.is_halted()
@@ -270,8 +271,39 @@ def test_a_difference_with_the_exchange_is_settled_only_once_confirmed(tmp_path,
         asyncio.run(go())
 
 
-async def press(api, data):
+async def press(api, data, message_id=None):
     before = len(api.sent)
-    api.press(data)
+    api.press(data, message_id=message_id)
     await until(lambda: replies(api, OPERATOR, before))
     return replies(api, OPERATOR, before)[-1]
+
+
+def test_an_older_button_never_confirms_and_every_button_goes_once_used_replaced_or_expired(tmp_path, monkeypatch):
+    import vigil.bot
+    with FakeBotAPI() as api:
+        cfg, orch = make(tmp_path, api, monkeypatch)
+
+        async def go():
+            await orch.run(cycles=3, interval=0)
+            held = len(orch.positions)
+            assert held
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                await ask(api, "/flatten")
+                first = len(api.sent)  # the first question's message id
+                pid = next(iter(orch.positions))
+                await ask(api, f"/forceexit {pid}")  # another question replaces the first
+                await ask(api, "/flatten")  # and a new /flatten is pending when the first button is pressed
+                assert "no longer works" in await press(api, "flatten", first)  # the old button, pressed late
+                assert len(orch.positions) == held  # nothing was closed by it
+                await until(lambda: any(e[1] == first and e[2].endswith("(replaced by a newer question)")
+                                        and e[3] is None for e in api.edits))
+                monkeypatch.setattr(vigil.bot, "CONFIRM_S", 0.2)
+                asked = await ask(api, f"/forceexit {pid}")
+                await until(lambda: any(e[2] == asked + " (expired)" and e[3] is None for e in api.edits))
+                assert "no longer works" in await press(api, "forceexit")
+                assert len(orch.positions) == held
+            finally:
+                await bot.stop()
+        asyncio.run(go())

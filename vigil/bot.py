@@ -25,7 +25,8 @@ class Bot:
         self.chats = {int(c) for c in t["chat_ids"]}
         self.users = {int(u) for u in t["user_ids"]}
         self.allow_groups = t["allow_groups"]
-        self.pending = {}  # chat id -> (action, time the confirmation was asked)
+        self.pending = {}  # chat id -> (action, time asked, its button's token, the question's message)
+        self.asked = 0  # questions asked: each button carries its own number, so an older one never counts
         self.chat_retry = {}  # chat id -> when a chat that refused alerts is tried again (monotonic)
         self.chat_wait = {}  # chat id -> its current wait: doubles while its sends fail, up to 30 s
         self.wake = asyncio.Event()
@@ -299,28 +300,57 @@ class Bot:
         await self._ask(update, f"{action}:{n}", "Confirm", what + "?")
 
     async def _ask(self, update, action, button, question):
-        """An action that needs a second yes: the button, or the same command again within CONFIRM_S."""
+        """An action that needs a second yes: the button, or the same command again within CONFIRM_S.
+
+        A newer question (of any action) replaces the chat's older one, whose button stops working and is
+        removed; a button is also removed once used or expired."""
         chat = update.effective_chat.id
         asked = self.pending.get(chat)
         if asked and asked[0] == action and time.monotonic() - asked[1] <= CONFIRM_S:
             await self._do(update, action)
             return
-        self.pending[chat] = (action, time.monotonic())
-        markup = InlineKeyboardMarkup([[InlineKeyboardButton(button, callback_data=action)]])
+        if asked:
+            await self._retire(chat, asked, "replaced by a newer question")
+        self.asked += 1
+        token = str(self.asked)
+        markup = InlineKeyboardMarkup([[InlineKeyboardButton(button, callback_data=f"{action}#{token}")]])
         again = "/" + action.replace(":", " ", 1)
-        await self._reply(update, f"{question} Press the button or send {again} again within {CONFIRM_S} s.", markup)
+        text = f"{question} Press the button or send {again} again within {CONFIRM_S} s."
+        message = await update.effective_chat.send_message(text[:MAX_TEXT], reply_markup=markup)
+        self.pending[chat] = (action, time.monotonic(), token, message)
+        self.tasks.append(asyncio.create_task(self._expire(chat, token)))
+
+    async def _expire(self, chat, token):
+        await asyncio.sleep(CONFIRM_S)
+        asked = self.pending.get(chat)
+        if asked and asked[2] == token:
+            self.pending.pop(chat)
+            await self._retire(chat, asked, "expired")
+
+    async def _retire(self, chat, asked, why):
+        """The question's button is removed and the question says why it no longer works."""
+        message = asked[3]
+        try:
+            await message.edit_text(f"{message.text} ({why})", reply_markup=None)
+        except TelegramError as e:  # the question stays as it was; its button is refused all the same
+            log.warning("could not edit question %s in chat %s: %s", message.message_id, chat, e)
 
     async def confirm(self, update, context):
         query = update.callback_query
         await query.answer()
-        asked = self.pending.get(update.effective_chat.id)
-        if asked and query.data == asked[0] and time.monotonic() - asked[1] <= CONFIRM_S:
-            await self._do(update, query.data)
+        chat = update.effective_chat.id
+        asked = self.pending.get(chat)
+        action, _, token = (query.data or "").rpartition("#")
+        if asked and (action, token) == (asked[0], asked[2]) and time.monotonic() - asked[1] <= CONFIRM_S:
+            await self._do(update, action)
         else:
-            await self._reply(update, "that confirmation expired; send the command again")
+            await self._reply(update, "that button no longer works; send the command again")
 
     async def _do(self, update, action):
-        self.pending.pop(update.effective_chat.id, None)
+        chat = update.effective_chat.id
+        asked = self.pending.pop(chat, None)
+        if asked:
+            await self._retire(chat, asked, "confirmed")
         if action == "flatten":
             closed, left = await self.orch.flatten()
             await self._reply(update, f"flatten: {closed} closed, {left} still open"
