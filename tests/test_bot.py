@@ -51,8 +51,14 @@ def test_every_command_answers(tmp_path, monkeypatch):
                 assert "[" in held or orch.positions == {}
                 for p in orch.positions.values():  # each stop, and who holds it: the (simulated) venue here
                     assert p["stop"] is None or f"stop {p['stop']:g} held by the venue" in held
-                pnl = await ask(api, "/pnl")
-                assert "momentum:" in pnl and "win" in pnl and "Sharpe" in pnl
+                pnl = (await ask(api, "/pnl")).splitlines()
+                closed = orch.db.closed_positions()
+                assert pnl[-1].startswith(f"total: {len(closed)} trades") and any(r.startswith("momentum:") for r in pnl)
+                # 1500 sim minutes are 2 UTC days: too few for a Sharpe ratio
+                assert all("Sharpe after 30 days (2 so far)" in r for r in pnl if "no closed trades" not in r)
+                if orch.positions:  # the open positions' unrealized PnL, to the cent, in the total row
+                    upnl = sum(p["unrealized_pnl"] for p in orch.positions.values())
+                    assert f"{len(orch.positions)} open: unrealized {upnl:+.2f}" in pnl[-1]
                 trades = (await ask(api, "/trades 3")).splitlines()
                 assert len(trades) == 3 and "pnl" in trades[0]
                 assert "usage: /trades [n]" in await ask(api, "/trades 0")
@@ -290,8 +296,8 @@ def test_an_older_button_never_confirms_and_every_button_goes_once_used_replaced
             bot = Bot(cfg, orch)
             await bot.start()
             try:
-                await ask(api, "/flatten")
-                first = len(api.sent)  # the first question's message id
+                question = await ask(api, "/flatten")
+                first = next(i + 1 for i, (_, t, _) in enumerate(api.sent) if t == question)  # its message id
                 pid = next(iter(orch.positions))
                 await ask(api, f"/forceexit {pid}")  # another question replaces the first
                 await ask(api, "/flatten")  # and a new /flatten is pending when the first button is pressed
@@ -304,6 +310,34 @@ def test_an_older_button_never_confirms_and_every_button_goes_once_used_replaced
                 await until(lambda: any(e[2] == asked + " (expired)" and e[3] is None for e in api.edits))
                 assert "no longer works" in await press(api, "forceexit")
                 assert len(orch.positions) == held
+            finally:
+                await bot.stop()
+        asyncio.run(go())
+
+
+def test_logs_shows_the_newest_lines_redacted(tmp_path, monkeypatch):
+    with FakeBotAPI() as api:
+        log_file = tmp_path / "vigil.log"
+        monkeypatch.setenv("BINANCE_API_SECRET", "s3cr3t-value-xyz")
+        cfg, orch = make(tmp_path, api, monkeypatch)
+        cfg["vigil"]["log_file"] = str(log_file)
+        # as the rotating handler leaves it, plus a line something else wrote without redacting it
+        log_file.write_text("".join(f"2026-11-29 03:00:{i % 60:02d} INFO vigil: line {i} {'x' * 40}\n"
+                                    for i in range(300)) + "raw s3cr3t-value-xyz\n")
+
+        async def go():
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                lines = (await ask(api, "/logs 3")).splitlines()
+                assert lines[0].endswith("line 298 " + "x" * 40) and lines[1].endswith("line 299 " + "x" * 40)
+                assert lines[2] == "raw ***"
+                many = (await ask(api, "/logs 200")).splitlines()
+                assert many[0].startswith("last ") and "older do not fit one message" in many[0]
+                assert many[-1] == "raw ***" and len("\n".join(many)) <= 3800
+                assert "usage: /logs [n]" in await ask(api, "/logs 0")
+                cfg["vigil"]["log_file"] = str(tmp_path / "gone.log")
+                assert "no log file to read" in await ask(api, "/logs")
             finally:
                 await bot.stop()
         asyncio.run(go())

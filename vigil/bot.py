@@ -1,5 +1,6 @@
 """Runs the Telegram control surface (commands and alerts) inside the orchestrator's event loop."""
 import asyncio
+import collections
 import logging
 import os
 import time
@@ -9,10 +10,11 @@ from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Upd
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import ApplicationBuilder, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from vigil import report
+from vigil import process, report
 
 log = logging.getLogger("vigil.bot")
 CONFIRM_S = 60
+SHARPE_DAYS = 30  # daily returns below which a Sharpe ratio is noise (3 points gave -147)
 MAX_TEXT = 3800  # Telegram allows 4096 characters; leave room
 
 
@@ -44,6 +46,7 @@ class Bot:
             "balance": (self.balance, "live: the venues' wallets; sim and paper: the books' equity"),
             "config": (self.config, "the effective config: /config [SECTION] (secrets are never in it)"),
             "why": (self.why, "the last cycle's decisions and reasons"),
+            "logs": (self.logs, "the last lines of the log file, secrets redacted: /logs [n]"),
             "kill": (self.kill, "halt now, mid-cycle; stays halted after a restart"),
             "resume": (self.resume, "lift the halt"),
             "flatten": (self.flatten, "close every position (asks to confirm)"),
@@ -170,13 +173,34 @@ class Bot:
         await self._reply(update, "\n".join(rows) or "no open positions")
 
     async def pnl(self, update, context):
+        """Realized per strategy, the open positions' unrealized PnL and funding beside it, and a total row;
+        Sharpe and Sortino only from SHARPE_DAYS days of returns on (fewer say nothing)."""
         enabled = self.cfg["strategies"]["enabled"]
         capital = self.cfg["vigil"]["starting_equity"] / max(1, len(enabled))
-        stats = report.summary(self.db.closed_positions(), capital)
-        rows = [f"{name}: {f['trades']} trades, win {f['win_rate']:.0%}, Sharpe "
-                f"{'-' if f['sharpe'] is None else format(f['sharpe'], '.2f')}, net {f['net_pnl']:+.2f}"
-                for name, f in stats.items()]
-        await self._reply(update, "\n".join(rows) or "no closed trades yet")
+        closed = self.db.closed_positions()
+        stats = report.summary(closed, capital)
+        stats["total"] = report.summary([dict(p, strategy="total") for p in closed],
+                                        self.cfg["vigil"]["starting_equity"]).get("total")
+        open_ = {}
+        for p in self.orch.positions.values():
+            for key in (p["strategy"], "total"):
+                n, upnl, funding = open_.get(key, (0, 0.0, 0.0))
+                open_[key] = (n + 1, upnl + p["unrealized_pnl"], funding + p["funding"])
+        rows = []
+        for name in [s for s in stats if s != "total"] + sorted(set(open_) - set(stats)) + ["total"]:
+            f, (n, upnl, funding) = stats.get(name), open_.get(name, (0, 0.0, 0.0))
+            if f is None and not n:
+                continue
+            row = f"{name}: " + ("no closed trades" if f is None else
+                                 f"{f['trades']} trades, win {f['win_rate']:.0%}, net {f['net_pnl']:+.2f}")
+            if n:
+                row += f" | {n} open: unrealized {upnl:+.2f}, funding {funding:+.2f}"
+            if f and f["sharpe"] is not None and f["days"] >= SHARPE_DAYS:
+                row += f" | Sharpe {f['sharpe']:.2f}, Sortino {format(f['sortino'], '.2f') if f['sortino'] else '-'}"
+            elif f:
+                row += f" | Sharpe after {SHARPE_DAYS} days ({f['days']} so far)"
+            rows.append(row)
+        await self._reply(update, "\n".join(rows) if len(rows) > 1 else "no trades yet")
 
     async def trades(self, update, context):
         arg = context.args[0] if context.args else "10"
@@ -185,13 +209,24 @@ class Bot:
             return
         rows = [f"{p['id']} [{p['strategy']}] {p['side']} {p['symbol']}: {p['close_reason']}, "
                 f"pnl {p['realized_pnl']:+.2f}" for p in self.db.closed_positions(limit=int(arg))]
-        # the newest last, and kept when the message is too long: the oldest rows are the ones dropped
-        while len("\n".join(rows)) > MAX_TEXT - 40 and len(rows) > 1:
-            rows.pop(0)
-        shown = len(rows)
-        text = "\n".join(rows) or "no closed trades yet"
-        await self._reply(update, text if shown == int(arg) or not rows else f"last {shown} (longer lists do not "
-                                                                              f"fit one message)\n{text}")
+        await self._reply(update, _newest(rows) or "no closed trades yet")
+
+    async def logs(self, update, context):
+        arg = context.args[0] if context.args else "20"
+        if not arg.isdigit() or not 1 <= int(arg) <= 200:
+            await self._reply(update, "usage: /logs [n], n from 1 to 200")
+            return
+        path = self.cfg["vigil"]["log_file"]
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = [line.rstrip("\n") for line in collections.deque(f, maxlen=int(arg))]
+        except OSError as e:
+            await self._reply(update, f"no log file to read ({e.strerror or e}); [vigil] log_file sets one"
+                              if path else "no log file: [vigil] log_file sets one")
+            return
+        for secret in process.secret_values(self.cfg):  # the file is redacted already; a secret set since is not
+            lines = [line.replace(secret, "***") for line in lines]
+        await self._reply(update, _newest(lines) or "the log is empty")
 
     async def daily(self, update, context):
         await self._periods(update, context, "day", 7)
@@ -488,3 +523,13 @@ class Bot:
                                            f"{sum(f['trades'] for f in stats.values())} trades"
                                            f"{', HALTED' if self.orch.control.halt else ''}")
             await asyncio.sleep(60)
+
+
+def _newest(rows):
+    """rows as one message; when they do not all fit, the newest (last) are kept, saying so."""
+    rows, dropped = list(rows), 0
+    while len("\n".join(rows)) > MAX_TEXT - 60 and len(rows) > 1:
+        rows.pop(0)
+        dropped += 1
+    text = "\n".join(rows)
+    return f"last {len(rows)} ({dropped} older do not fit one message)\n{text}" if dropped else text
