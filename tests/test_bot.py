@@ -341,3 +341,36 @@ def test_logs_shows_the_newest_lines_redacted(tmp_path, monkeypatch):
             finally:
                 await bot.stop()
         asyncio.run(go())
+
+
+def test_reload_applies_what_can_change_between_cycles_and_refuses_a_bad_file(tmp_path, monkeypatch):
+    with FakeBotAPI() as api:
+        cfg, orch = make(tmp_path, api, monkeypatch)
+        path = tmp_path / "v.cfg"
+        orch.config_path = str(path)
+        original = path.read_text()
+
+        async def go():
+            await orch.run(cycles=2, interval=0)
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                path.write_text(original + "[risk]\nrisk_per_trade = 0.004\n[market]\nsymbols = BTC/USDT\n"
+                                           "[momentum]\nrange_bars = 25\n")
+                answer = await ask(api, "/reload")
+                assert "[risk] risk_per_trade: 0.005 -> 0.004" in answer
+                assert "[momentum] range_bars: 30 -> 25" in answer
+                assert "needs a restart, unchanged for now: [market] symbols" in answer
+                assert orch.cfg["risk"]["risk_per_trade"] == 0.005  # not inside a cycle: before the next one
+                await orch.run(cycles=1, interval=0)
+                assert orch.cfg["risk"]["risk_per_trade"] == 0.004 and orch.cfg["momentum"]["range_bars"] == 25
+                assert orch.cfg["market"]["symbols"] == ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+                assert orch.executor.broker.params is orch.cfg["fills"]  # changed in place: holders see it
+                path.write_text(original + "[risk]\nrisk_per_trade = 7\n")
+                refused = await ask(api, "/reload")
+                assert refused.startswith("reload refused, nothing changed: [risk] risk_per_trade")
+                await orch.run(cycles=1, interval=0)
+                assert orch.cfg["risk"]["risk_per_trade"] == 0.004
+            finally:
+                await bot.stop()
+        asyncio.run(go())

@@ -10,7 +10,7 @@ from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Upd
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import ApplicationBuilder, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from vigil import process, report
+from vigil import config, process, report
 
 log = logging.getLogger("vigil.bot")
 CONFIRM_S = 60
@@ -46,6 +46,7 @@ class Bot:
             "balance": (self.balance, "live: the venues' wallets; sim and paper: the books' equity"),
             "config": (self.config, "the effective config: /config [SECTION] (secrets are never in it)"),
             "why": (self.why, "the last cycle's decisions and reasons"),
+            "reload": (self.reload, "read the config file again; what can change live applies before the next cycle"),
             "logs": (self.logs, "the last lines of the log file, secrets redacted: /logs [n]"),
             "kill": (self.kill, "halt now, mid-cycle; stays halted after a restart"),
             "resume": (self.resume, "lift the halt"),
@@ -210,6 +211,26 @@ class Bot:
         rows = [f"{p['id']} [{p['strategy']}] {p['side']} {p['symbol']}: {p['close_reason']}, "
                 f"pnl {p['realized_pnl']:+.2f}" for p in self.db.closed_positions(limit=int(arg))]
         await self._reply(update, _newest(rows) or "no closed trades yet")
+
+    async def reload(self, update, context):
+        path = self.orch.config_path
+        if not path:
+            await self._reply(update, "this process was not started from a config file: nothing to reload")
+            return
+        try:
+            new = config.load(path)
+        except config.ConfigError as e:
+            await self._reply(update, f"reload refused, nothing changed: {e}")
+            return
+        live, restart = config.differences(self.cfg, new)
+        pending = self.orch.control.new_config or []
+        self.orch.control.new_config = pending + [(section, key, after) for section, key, _, after in live]
+        lines = [f"[{s}] {k}: {b!r} -> {a!r}" for s, k, b, a in live]
+        text = ("applied before the next cycle:\n" + "\n".join(lines)) if lines else "nothing to apply"
+        if restart:
+            text += "\nneeds a restart, unchanged for now: " + ", ".join(f"[{s}] {k}" for s, k, _, _ in restart)
+        self.orch.control.alert("config", text.replace("\n", "; "))
+        await self._reply(update, text)
 
     async def logs(self, update, context):
         arg = context.args[0] if context.args else "20"

@@ -126,7 +126,7 @@ def main(argv=None):
         print(f"vigil: {e}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(run(cfg, args.cycles, args.interval))
+        return asyncio.run(run(cfg, args.cycles, args.interval, args.config))
     finally:
         held.close()
 
@@ -194,8 +194,9 @@ def _console(line):
     logging.getLogger(process.CYCLE).info(line)
 
 
-async def run(cfg, cycles, interval):
+async def run(cfg, cycles, interval, config_path=None):
     orch = build(cfg)
+    orch.config_path = config_path
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, orch.stop)

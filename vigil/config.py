@@ -208,3 +208,23 @@ def _value(section, key, spec, raw):
         raise ConfigError(f"{where}: {raw} is outside {low}..{high}")
     return value
 
+
+# What a running Vigil can take from an edited file between two cycles; anything else needs a restart.
+LIVE = {"risk": None, "fills": None, "live": None,
+        "market_state": {"adx_trending", "vol_ratio_volatile", "atr_pct_volatile"}}
+
+
+def differences(old, new):
+    """(live, restart): the keys whose value differs, as ("[section] key", old, new), split into those a running
+    Vigil can apply between cycles (risk, fills, live, the running strategies' settings, the market-state
+    thresholds) and those that need a restart."""
+    live, restart = [], []
+    running = set(old["strategies"]["enabled"])
+    for section in sorted(set(old) | set(new)):
+        before, after = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(before) | set(after)):
+            if before.get(key) != after.get(key):
+                keys = LIVE.get(section, ())
+                applies = section in running or section in LIVE and (keys is None or key in keys)
+                (live if applies else restart).append((section, key, before.get(key), after.get(key)))
+    return live, restart

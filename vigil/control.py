@@ -18,6 +18,7 @@ class Control:
         self.entries_stopped = bool(db.get("entries_stopped"))  # /stopentry: exits, stops and funding go on
         self.veto = db.get("veto")
         self.in_flight = "idle"
+        self.new_config = None  # (section, key, value) changes /reload validated, applied before the next cycle
         self.listeners = []  # callables(kind, text) for alerts, e.g. the Telegram bot
 
     def alert(self, kind, text):

@@ -50,6 +50,7 @@ class Orchestrator:
         self.failures = 0  # cycles in a row that raised
         self.bad_bars = {}  # (venue, symbol) -> open time of a bar with a nan, inf or price <= 0 still in the window
         self.checkpoints = False  # a process that can be restarted keeps what the next cycle starts from
+        self.config_path = None  # the file /reload reads again
         self.gaps = []  # the last reconciliation's position differences, for the operator to settle
 
     def _load_positions(self):
@@ -161,6 +162,10 @@ class Orchestrator:
 
     # --- one cycle ---------------------------------------------------------------------------
     async def cycle(self):
+        if self.control.new_config:  # between cycles: no step ever sees half of a change
+            for section, key, value in self.control.new_config:
+                self.cfg[section][key] = value  # in place: every module holding the section sees it
+            self.control.new_config = None
         started = time.perf_counter()
         n = self.cycle_n + 1
         now = await self.source.tick()
