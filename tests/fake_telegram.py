@@ -13,6 +13,7 @@ class FakeBotAPI:
         self.updates = []  # queued updates not yet confirmed by an offset
         self.next_update = 1
         self.sent = []  # (chat_id, text, reply_markup)
+        self.photos = []  # (chat_id, image bytes, caption)
         self.edits = []  # (chat_id, message_id, new text, reply_markup) of every edited message
         self.commands = None
         self.answered = []
@@ -90,10 +91,15 @@ class FakeBotAPI:
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode()
-                params = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
-                if self.headers.get("Content-Type", "").startswith("application/json") and raw:
-                    params = json.loads(raw)
+                body = self.rfile.read(length)
+                kind = self.headers.get("Content-Type", "")
+                if kind.startswith("multipart/form-data"):  # a file upload (sendPhoto): its parts by name
+                    params = _multipart(body, kind.split("boundary=")[1].strip('"'))
+                else:
+                    raw = body.decode()
+                    params = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
+                    if kind.startswith("application/json") and raw:
+                        params = json.loads(raw)
                 prefix = f"/bot{api.token}/"
                 if not self.path.startswith(prefix):
                     return self._reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
@@ -137,6 +143,12 @@ class FakeBotAPI:
                     return ok(True)
                 if method == "getUpdates":
                     return ok(self._updates(params))
+                if method == "sendPhoto":
+                    chat = int(params["chat_id"])
+                    self.photos.append((chat, params["photo"], params.get("caption", "")))
+                    return ok({"message_id": 1000 + len(self.photos), "date": int(time.time()),
+                               "chat": {"id": chat, "type": "private"},
+                               "photo": [{"file_id": "p", "file_unique_id": "p", "width": 800, "height": 420}]})
                 if method == "editMessageText":  # kept apart: an edit is not a new message
                     markup = json.loads(params["reply_markup"]) if params.get("reply_markup") else None
                     self.edits.append((int(params["chat_id"]), int(params["message_id"]), params["text"], markup))
@@ -172,3 +184,13 @@ class FakeBotAPI:
         for u in self.updates:
             self.served_at.setdefault(u["update_id"], now)
         return list(self.updates)
+
+
+def _multipart(body, boundary):
+    """{name: text, or bytes for a file} of a multipart/form-data body."""
+    parts = {}
+    for part in body.split(b"--" + boundary.encode())[1:-1]:
+        head, _, value = part.strip(b"\r\n").partition(b"\r\n\r\n")
+        name = head.split(b'name="')[1].split(b'"')[0].decode()
+        parts[name] = value if b"filename=" in head else value.decode()
+    return parts

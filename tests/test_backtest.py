@@ -142,10 +142,16 @@ def test_backtest_command_reports_gaps_and_bad_files(tmp_path):
             f"{100 + np.sin((i + 1) / 7):.4f},{50 + i % 7}" for i in range(600) if not 400 <= i < 410]
     write(tmp_path / "BTCUSDT-1m.csv", "\n".join(rows) + "\n")
     out = subprocess.run([sys.executable, "run.py", "--config", str(cfg), "backtest", "--data",
-                          str(tmp_path / "BTCUSDT-1m.csv"), "--json", "--equity-csv", str(tmp_path / "e.csv")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          str(tmp_path / "BTCUSDT-1m.csv"), "--json", "--equity-csv", str(tmp_path / "e.csv"),
+                          "--plot", str(tmp_path / "e.png")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
+    from test_bot import decode_png  # the same picture /chart sends, of the equity the csv holds
+    img = decode_png((tmp_path / "e.png").read_bytes())
+    equity = [float(line.split(",")[1]) for line in (tmp_path / "e.csv").read_text().splitlines()[1:]]
+    blue = (img[:, :, 0] == 30) & (img[:, :, 2] == 200)
+    assert report["backtest"]["plot"] == str(tmp_path / "e.png") and blue[:, 10:].any(axis=0).all()
+    assert (len(set(equity)) > 1) == (np.nonzero(blue)[0].min() == 10)
     assert report["backtest"]["gaps"]["BTC/USDT"] == [{"from": 400 * 60_000, "bars": 10}]
     assert "backtest [" in out.stderr  # the progress bar
     (tmp_path / "bad").mkdir()

@@ -374,3 +374,59 @@ def test_reload_applies_what_can_change_between_cycles_and_refuses_a_bad_file(tm
             finally:
                 await bot.stop()
         asyncio.run(go())
+
+
+def decode_png(data):
+    """The RGB pixels of a PNG as the chart writes it (8-bit RGB, filter 'none' on every row)."""
+    import struct
+    import zlib
+    import numpy as np
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        chunks[kind] = chunks.get(kind, b"") + data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+    width, height, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, color) == (8, 2)
+    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(height, 1 + width * 3)
+    assert not rows[:, 0].any()  # every row unfiltered
+    return rows[:, 1:].reshape(height, width, 3)
+
+
+def test_chart_sends_an_equity_and_drawdown_picture(tmp_path, monkeypatch):
+    import numpy as np
+    with FakeBotAPI() as api:
+        cfg, orch = make(tmp_path, api, monkeypatch)
+
+        async def go():
+            await orch.run(cycles=1500, interval=0)
+            bot = Bot(cfg, orch)
+            await bot.start()
+            try:
+                api.message("/chart")
+                await until(lambda: api.photos)
+                chat, png, caption = api.photos[-1]
+                curve = orch.db.equity_curve()
+                assert chat == OPERATOR and caption.startswith(f"total: equity {curve[-1]:.2f}")
+                img = decode_png(png)
+                assert img.shape == (420, 800, 3)
+                assert (img[290, 10:] == 120).all() and (img[10:410, 9] == 120).all()  # the axes
+                blue = (img[:, :, 0] == 30) & (img[:, :, 2] == 200)
+                rows = np.nonzero(blue)[0]
+                assert rows.min() == 10 and rows.max() == 289  # the line spans the curve's low to its high
+                assert blue[:, 10:].any(axis=0).all()  # one line across every column
+                # the first column is the first equity, where the scale puts it
+                shown = np.array(curve)[np.minimum((np.arange(790) * len(curve)) // 790, len(curve) - 1)]
+                low, high = shown.min(), shown.max()
+                first = np.nonzero(blue[:, 10])[0]
+                assert abs(int(289 - (curve[0] - low) / (high - low) * 279) - first.max()) <= 1
+                red = (img[:, :, 0] == 210) & (img[:, :, 1] == 60)
+                assert red.any() == (max(np.maximum.accumulate(curve) - curve) > 0)
+                assert "nothing to draw for 'nosuch'" in await ask(api, "/chart nosuch")
+                api.message("/chart momentum")
+                await until(lambda: len(api.photos) == 2)
+                assert api.photos[-1][2].startswith("momentum: equity ")
+            finally:
+                await bot.stop()
+        asyncio.run(go())

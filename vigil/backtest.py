@@ -1,5 +1,6 @@
 """Runs the live orchestrator over stored candles with a virtual clock, served bar by bar with no look-ahead, and
 reports what it did."""
+import array
 import asyncio
 import bisect
 import datetime
@@ -38,8 +39,8 @@ def load(cfg, data_path, symbols=None, start=None, end=None, funding=()):
     return data, rates
 
 
-def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, recorded=None):
-    """Returns the report dict; the equity curve and exposure go to equity_csv.
+def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, recorded=None, plot=None):
+    """Returns the report dict; the equity curve and exposure go to equity_csv, its picture to plot (a PNG).
 
     recorded: a RecordedSource replaying another database's flight record instead of candle files.
     """
@@ -57,6 +58,7 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     total, started = source.count(), time.time()
     exposure = {"sum": 0.0, "max": 0.0, "in": 0}  # of gross exposure / equity; "in": cycles with any
     curve = open(equity_csv, "w") if equity_csv else None
+    points = array.array("d")  # the equity of every cycle, for the picture only
     if curve:
         curve.write("time_ms,equity,gross_exposure\n")
 
@@ -68,6 +70,8 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
                 gross += leg["qty"] * leg["mark"]
         if curve:  # six decimals: a full float repr (csv.writer's) costs about 1 us a cycle
             curve.write(f"{rec['started_at']},{equity:.6f},{gross:.6f}\n")
+        if plot:
+            points.append(equity)
         if gross > 0 and equity > 0:
             share = gross / equity
             exposure["sum"] += share
@@ -104,6 +108,10 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     }
     if equity_csv:
         out["backtest"]["equity_csv"] = equity_csv
+    if plot:
+        with open(plot, "wb") as f:
+            f.write(report.chart(points))
+        out["backtest"]["plot"] = plot
     db.close()
     if tmp:
         tmp.cleanup()
@@ -124,6 +132,8 @@ def text(out):
         lines.append(f"gaps in {s}: {len(g)} ({sum(x['bars'] for x in g)} bars missing, not filled)")
     if b.get("equity_csv"):
         lines.append(f"equity curve: {b['equity_csv']}")
+    if b.get("plot"):
+        lines.append(f"equity and drawdown picture: {b['plot']}")
     return "\n".join(lines)
 
 

@@ -1,11 +1,13 @@
 """Runs the Telegram control surface (commands and alerts) inside the orchestrator's event loop."""
 import asyncio
 import collections
+import itertools
 import logging
 import os
 import time
 import warnings
 
+import numpy as np
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import ApplicationBuilder, CallbackQueryHandler, CommandHandler, MessageHandler, filters
@@ -47,6 +49,7 @@ class Bot:
             "config": (self.config, "the effective config: /config [SECTION] (secrets are never in it)"),
             "why": (self.why, "the last cycle's decisions and reasons"),
             "reload": (self.reload, "read the config file again; what can change live applies before the next cycle"),
+            "chart": (self.chart, "equity and drawdown as a picture: /chart [strategy]"),
             "logs": (self.logs, "the last lines of the log file, secrets redacted: /logs [n]"),
             "kill": (self.kill, "halt now, mid-cycle; stays halted after a restart"),
             "resume": (self.resume, "lift the halt"),
@@ -231,6 +234,23 @@ class Bot:
             text += "\nneeds a restart, unchanged for now: " + ", ".join(f"[{s}] {k}" for s, k, _, _ in restart)
         self.orch.control.alert("config", text.replace("\n", "; "))
         await self._reply(update, text)
+
+    async def chart(self, update, context):
+        name = context.args[0] if context.args else "total"
+        if name == "total":
+            curve = self.db.equity_curve()
+        else:  # a strategy's capital plus its realized PnL, trade by trade
+            enabled = self.cfg["strategies"]["enabled"]
+            capital = self.cfg["vigil"]["starting_equity"] / max(1, len(enabled))
+            pnl = [p["realized_pnl"] for p in self.db.closed_positions() if p["strategy"] == name]
+            curve = list(capital + np.cumsum([0.0] + pnl)) if pnl else []
+        if len(curve) < 2:
+            await self._reply(update, f"nothing to draw for '{name}' yet: /chart, or /chart with a strategy that "
+                                      "has closed trades")
+            return
+        fall = max(peak - e for peak, e in zip(itertools.accumulate(curve, max), curve))
+        await update.effective_chat.send_photo(report.chart(curve), caption=(
+            f"{name}: equity {curve[-1]:.2f} (from {curve[0]:.2f}), largest drawdown {fall:.2f}"))
 
     async def logs(self, update, context):
         arg = context.args[0] if context.args else "20"

@@ -45,6 +45,7 @@ def parser():
     bt.add_argument("--funding", nargs="*", default=[], help="VENUE:FILE funding-rate history")
     bt.add_argument("--db", help="keep the backtest's database here (default: a temporary one)")
     bt.add_argument("--equity-csv", default="backtest-equity.csv", help="equity curve output")
+    bt.add_argument("--plot", help="a PNG of the equity curve over its drawdown (as /chart draws it)")
     bt.add_argument("--json", action="store_true", help="machine-readable output")
     dl = sub.add_parser("download", help="fetch candle history with ccxt into files backtest reads")
     dl.add_argument("--exchange", default="binance", help="ccxt exchange id")
@@ -96,7 +97,7 @@ def main(argv=None):
         except (candle_files.CandleFileError, OSError, ValueError) as e:
             print(f"vigil: {e}", file=sys.stderr)
             return 2
-        out = backtest.run(cfg, data, rates, args.db, args.equity_csv, recorded=recorded)
+        out = backtest.run(cfg, data, rates, args.db, args.equity_csv, recorded=recorded, plot=args.plot)
         print(json.dumps(out, indent=2) if args.json else backtest.text(out))
         return 0
     if args.command == "download":

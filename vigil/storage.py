@@ -198,6 +198,10 @@ class Storage:
         rows = self._bodies(sql + (f" LIMIT {int(limit)}" if limit else ""))
         return rows[::-1]
 
+    def equity_curve(self):
+        """The equity at the end of every cycle kept, oldest first."""
+        return [e for (e,) in self.conn.execute("SELECT equity FROM cycles ORDER BY n")]
+
     def cycle(self, n=None):
         if n is None:
             rows = self._bodies("SELECT body FROM cycles ORDER BY n DESC LIMIT 1")
