@@ -62,6 +62,7 @@ def test_every_command_answers(tmp_path, monkeypatch):
                 trades = (await ask(api, "/trades 3")).splitlines()
                 assert len(trades) == 3 and "pnl" in trades[0]
                 assert "usage: /trades [n]" in await ask(api, "/trades 0")
+                await chart_is_the_equity_and_its_drawdown(api, orch)
                 days = (await ask(api, "/daily 3")).splitlines()
                 closed = orch.db.closed_positions()
                 assert len(days) == 3 and days[0].startswith(time.strftime("%Y-%m-%d", time.gmtime(
@@ -394,39 +395,29 @@ def decode_png(data):
     return rows[:, 1:].reshape(height, width, 3)
 
 
-def test_chart_sends_an_equity_and_drawdown_picture(tmp_path, monkeypatch):
+async def chart_is_the_equity_and_its_drawdown(api, orch):
+    """/chart sends a PNG whose line spans the equity's low to high, with the axes and the drawdown bars."""
     import numpy as np
-    with FakeBotAPI() as api:
-        cfg, orch = make(tmp_path, api, monkeypatch)
-
-        async def go():
-            await orch.run(cycles=1500, interval=0)
-            bot = Bot(cfg, orch)
-            await bot.start()
-            try:
-                api.message("/chart")
-                await until(lambda: api.photos)
-                chat, png, caption = api.photos[-1]
-                curve = orch.db.equity_curve()
-                assert chat == OPERATOR and caption.startswith(f"total: equity {curve[-1]:.2f}")
-                img = decode_png(png)
-                assert img.shape == (420, 800, 3)
-                assert (img[290, 10:] == 120).all() and (img[10:410, 9] == 120).all()  # the axes
-                blue = (img[:, :, 0] == 30) & (img[:, :, 2] == 200)
-                rows = np.nonzero(blue)[0]
-                assert rows.min() == 10 and rows.max() == 289  # the line spans the curve's low to its high
-                assert blue[:, 10:].any(axis=0).all()  # one line across every column
-                # the first column is the first equity, where the scale puts it
-                shown = np.array(curve)[np.minimum((np.arange(790) * len(curve)) // 790, len(curve) - 1)]
-                low, high = shown.min(), shown.max()
-                first = np.nonzero(blue[:, 10])[0]
-                assert abs(int(289 - (curve[0] - low) / (high - low) * 279) - first.max()) <= 1
-                red = (img[:, :, 0] == 210) & (img[:, :, 1] == 60)
-                assert red.any() == (max(np.maximum.accumulate(curve) - curve) > 0)
-                assert "nothing to draw for 'nosuch'" in await ask(api, "/chart nosuch")
-                api.message("/chart momentum")
-                await until(lambda: len(api.photos) == 2)
-                assert api.photos[-1][2].startswith("momentum: equity ")
-            finally:
-                await bot.stop()
-        asyncio.run(go())
+    api.message("/chart")
+    await until(lambda: api.photos)
+    chat, png, caption = api.photos[-1]
+    curve = orch.db.equity_curve()
+    assert chat == OPERATOR and caption.startswith(f"total: equity {curve[-1]:.2f}")
+    img = decode_png(png)
+    assert img.shape == (420, 800, 3)
+    assert (img[290, 10:] == 120).all() and (img[10:410, 9] == 120).all()  # the axes
+    blue = (img[:, :, 0] == 30) & (img[:, :, 2] == 200)
+    rows = np.nonzero(blue)[0]
+    assert rows.min() == 10 and rows.max() == 289  # the line spans the curve's low to its high
+    assert blue[:, 10:].any(axis=0).all()  # one line across every column
+    # the first column is the first equity, where the scale puts it
+    shown = np.array(curve)[np.minimum((np.arange(790) * len(curve)) // 790, len(curve) - 1)]
+    low, high = shown.min(), shown.max()
+    first = np.nonzero(blue[:, 10])[0]
+    assert abs(int(289 - (curve[0] - low) / (high - low) * 279) - first.max()) <= 1
+    red = (img[:, :, 0] == 210) & (img[:, :, 1] == 60)
+    assert red.any() == (max(np.maximum.accumulate(curve) - curve) > 0)
+    assert "nothing to draw for 'nosuch'" in await ask(api, "/chart nosuch")
+    api.message("/chart momentum")
+    await until(lambda: len(api.photos) == 2)
+    assert api.photos[-1][2].startswith("momentum: equity ")
