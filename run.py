@@ -2,7 +2,11 @@
 import os
 import sys
 
-from vigil.cli import main
+if sys.version_info < (3, 11):  # numpy 2.4 and the code itself need 3.11: say so in one line, not a traceback
+    print(f"vigil: Python 3.11 or newer is needed, this is {sys.version.split()[0]}", file=sys.stderr)
+    sys.exit(2)
+
+from vigil.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     try:

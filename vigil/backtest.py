@@ -20,6 +20,10 @@ from vigil.storage import Storage
 ABSENT = schemas.feed(error="no history in this backtest")  # copied: each cycle gets feed dicts of its own
 
 
+def _day(ms):
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
 def day_ms(day):
     return int(datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
 
@@ -53,6 +57,7 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
         tmp = tempfile.TemporaryDirectory()
         db_path = cfg["vigil"]["db"] = os.path.join(tmp.name, "backtest.db")
     db = Storage(db_path, scratch=True)
+    db.put("kind", "backtest")  # what `backtest --db` may replace, and nothing else
     source = recorded or BacktestSource(cfg, data, rates)
     orch = Orchestrator(cfg, db, source, SimBroker(source, cfg["fills"]), console=lambda line: None)
     total, started = source.count(), time.time()
@@ -83,20 +88,26 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
         if progress:
             done = rec["n"] / max(total, 1)
             rate = rec["n"] / max(time.time() - started, 1e-9)
-            progress.write(f"\rbacktest [{'#' * int(done * 30):<30}] {done:6.1%} {rec['n']:,}/{total:,} candles "
-                           f"{rate:,.0f}/s")
+            line = f"backtest [{'#' * int(done * 30):<30}] {done:6.1%} {rec['n']:,}/{total:,} candles {rate:,.0f}/s"
+            if terminal:  # one line redrawn in place
+                progress.write("\r" + line)
+            elif int(done * 10) > int((rec["n"] - 2000) / max(total, 1) * 10) or rec["n"] == total:
+                progress.write(line + "\n")  # a log (cron, CI): a plain line every tenth, no carriage returns
             progress.flush()
+    terminal = bool(progress) and progress.isatty()
     orch.on_cycle.append(sample)
     with db.batch() as flush:  # commits every 2,000 cycles, not every cycle
         asyncio.run(orch.run(cycles=total, interval=0))
     if curve:
         curve.close()
-    if progress:
+    if terminal:
         progress.write("\n")
     out = report.build(db, cfg)
+    out["mode"] = "backtest"
     closed = db.closed_positions()
     out["backtest"] = {
         "candles": {s: len(c) for s, c in data.items()}, "cycles": total,
+        "timeframe": cfg["market"]["timeframe"], "venue": cfg["market"]["trade_venue"],
         "from": min((int(c[0, 0]) for c in data.values()), default=None),
         "to": max((int(c[-1, 0]) for c in data.values()), default=None),
         "gaps": {s: [{"from": ts, "bars": n} for ts, n in g] for s, g in found_gaps.items()},
@@ -121,7 +132,9 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
 def text(out):
     b = out["backtest"]
     gaps = {s: g for s, g in b["gaps"].items() if g}
-    lines = [report.text(out), "",
+    span = (f"{_day(b['from'])} to {_day(b['to'])}, " if b["from"] is not None else "") + \
+        f"{b['timeframe']} candles of {', '.join(b['candles']) or 'a recorded session'} on {b['venue']}"
+    lines = [span, report.text(out), "",
              f"backtest: {b['cycles']:,} cycles over "
              f"{', '.join(f'{s} {n:,}' for s, n in b['candles'].items()) or 'a recorded session'} in {b['seconds']:.1f}s",
              f"fees paid {b['fees_paid']:.2f}, funding {b['funding']:+.2f}; gross exposure mean "

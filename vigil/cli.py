@@ -6,11 +6,15 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
+import tempfile
+import time
+import traceback
 
-from vigil import config, flight, process, report
-from vigil.storage import Storage
+from vigil import __version__, config, flight, process, report
 from vigil.process import Notifier
+from vigil.storage import MIGRATIONS, Storage
 
 log = logging.getLogger("vigil")
 
@@ -31,6 +35,7 @@ def parser():
     p.add_argument("--interval", type=float, help="seconds between cycles (overrides the config)")
     p.add_argument("--live", action="store_true", help="second key for live trading (with mode = live)")
     p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="overrides [vigil] log_level")
+    p.add_argument("--version", action="version", version=f"vigil {__version__} (code {flight.code_version()})")
     sub = p.add_subparsers(dest="command")
     sub.add_parser("check", help="validate the config and reach the configured sources")
     r = sub.add_parser("report", help="per-strategy performance from the database")
@@ -43,8 +48,9 @@ def parser():
     bt.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (UTC)")
     bt.add_argument("--to", dest="end", help="day after the last, YYYY-MM-DD (UTC)")
     bt.add_argument("--funding", nargs="*", default=[], help="VENUE:FILE funding-rate history")
-    bt.add_argument("--db", help="keep the backtest's database here (default: a temporary one)")
-    bt.add_argument("--equity-csv", default="backtest-equity.csv", help="equity curve output")
+    bt.add_argument("--db", help="keep the backtest's database here: a new file, or an earlier backtest's database, "
+                                 "which is replaced (default: a temporary one)")
+    bt.add_argument("--equity-csv", help="write the equity curve and exposure per cycle to this CSV file")
     bt.add_argument("--plot", help="a PNG of the equity curve over its drawdown (as /chart draws it)")
     bt.add_argument("--json", action="store_true", help="machine-readable output")
     dl = sub.add_parser("download", help="fetch candle history with ccxt into files backtest reads")
@@ -67,8 +73,8 @@ def main(argv=None):
         args = parser().parse_args(argv)
         if args.cycles is not None and args.cycles < 1:
             raise UsageError("--cycles: must be >= 1")
-        if args.interval is not None and args.interval < 0:
-            raise UsageError("--interval: must be >= 0")
+        if args.interval is not None and not 0 <= args.interval < float("inf"):
+            raise UsageError("--interval: must be a number of seconds >= 0")
         cfg = config.load(args.config)
         if args.command is None:
             _two_keys(cfg, args)
@@ -76,6 +82,22 @@ def main(argv=None):
         print(f"vigil: {e}", file=sys.stderr)
         return 2
     process.setup(cfg, args.log_level)
+    try:
+        return _command(cfg, args)
+    except (UsageError, config.ConfigError) as e:
+        print(f"vigil: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug or an unforeseen answer: one line here, the traceback in a file
+        where = cfg["vigil"]["log_file"] or os.path.join(tempfile.gettempdir(), "vigil-traceback.txt")
+        with open(where, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {args.command or 'run'} failed:\n{traceback.format_exc()}")
+        print(f"vigil: {type(e).__name__}: {str(e)[:300]} (traceback in {where})", file=sys.stderr)
+        return 1
+
+
+def _command(cfg, args):
+    if args.command in ("report", "replay", "backup") or args.command is None:
+        _database(cfg["vigil"]["db"], must_exist=args.command is not None)
     if args.command == "check":
         return check(cfg)
     if args.command == "report":
@@ -94,6 +116,14 @@ def main(argv=None):
                 data, rates, recorded = {}, {}, RecordedSource(args.recorded)
             else:
                 data, rates = backtest.load(cfg, args.data, args.symbols, args.start, args.end, args.funding)
+            if args.db and os.path.exists(args.db):
+                _database(args.db, must_exist=True)
+                if Storage(args.db).get("kind") != "backtest":
+                    raise ValueError(f"--db {args.db}: not a backtest's database (it may hold a sim, paper or live "
+                                     "session): name a new file")
+                for suffix in ("", "-wal", "-shm"):  # an earlier backtest's: replaced, never added to
+                    if os.path.exists(args.db + suffix):
+                        os.remove(args.db + suffix)
         except (candle_files.CandleFileError, OSError, ValueError) as e:
             print(f"vigil: {e}", file=sys.stderr)
             return 2
@@ -130,6 +160,25 @@ def main(argv=None):
         return asyncio.run(run(cfg, args.cycles, args.interval, args.config))
     finally:
         held.close()
+
+
+def _database(path, must_exist):
+    """A database file the command can use: present when it must be, sqlite, of a schema this code knows."""
+    if not path:
+        raise UsageError("[vigil] db: empty: name the database file")
+    if not os.path.exists(path):
+        if must_exist:
+            raise UsageError(f"[vigil] db: no database at {path} (run Vigil first, or point db at one)")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise UsageError(f"[vigil] db: cannot create {path}: its folder is missing or not writable")
+        return
+    with open(path, "rb") as f:
+        if f.read(16) not in (b"SQLite format 3\0", b""):
+            raise UsageError(f"[vigil] db: {path} is not a sqlite database")
+    version = sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise UsageError(f"[vigil] db: {path} comes from a newer Vigil (schema {version}); upgrade the code")
 
 
 def _two_keys(cfg, args):

@@ -17,7 +17,7 @@ class AlreadyRunning(Exception):
 
 def lock(db_path):
     """Returns the open lock file (keep it referenced); raises AlreadyRunning naming the holder's pid."""
-    path = f"{db_path}.lock"
+    path = f"{os.path.realpath(db_path)}.lock"  # the same database by another path (a symlink) is the same lock
     f = open(path, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
