@@ -37,12 +37,34 @@ def test_typo_exits_2_naming_section_key_and_closest(tmp_path):
     ("[riks]\nmax_gross = 1\n", "[riks]: unknown section (did you mean 'risk'?)"),
     ("[strategies]\nenabled = momentum, nosuch\n", "[strategies] enabled: 'nosuch' is not a strategy module"),
     ("[vigil]\nmode = sim\nmode = live\n", "option 'mode' in section 'vigil' already exists"),
+    # values that are each fine alone and contradict each other
+    ("[market]\nvenues = binance, kraken\n", "[market] venues: unknown venue 'kraken'"),
+    ("[market]\nvenues = bybit\n", "[market] trade_venue: 'binance' is not among [market] venues (bybit)"),
+    ("[market]\nsymbols = BTC\n", "[market] symbols: 'BTC' is not BASE/QUOTE"),
+    ("[market]\nsymbols = ,\n", "[market] symbols: empty"),
+    ("[strategies]\nenabled = momentum, momentum\n", "[strategies] enabled: momentum named twice"),
+    ("[market]\nhistory = 60\n", "[market] history: 60 candles are fewer than the 62 that [market_state]"),
+    ("[market]\nhistory = 210\n[momentum]\nrange_bars = 200\n", "fewer than the 216 that [momentum]'s windows"),
+    ("[market]\nhistory = 100\n[mean_reversion]\nrsi_period = 30\n", "the 122 that [mean_reversion]'s windows"),
+    ("[feeds]\nfunding_venues = binance, ftx\n", "[feeds] funding_venues: unknown venue 'ftx'"),
+    ("[telegram]\nenabled = true\n", "[telegram] chat_ids, user_ids: the bot is enabled but nobody"),
+    ("[vigil]\nlog_file = /nonexistent/dir/vigil.log\n", "[vigil] log_file: its folder /nonexistent/dir"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, needle):
     with pytest.raises(config.ConfigError) as e:
         config.load(write(tmp_path, text))
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_a_file_that_is_not_utf8_is_named_and_a_byte_order_mark_is_no_key(tmp_path):
+    path = tmp_path / "latin.cfg"
+    path.write_bytes("[vigil]\n# caf\xe9\ndb = x.db\n".encode("latin-1"))
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert "not UTF-8 text" in str(e.value)
+    path.write_bytes("\ufeff[vigil]\ndb = y.db\n".encode("utf-8"))
+    assert config.load(path)["vigil"]["db"] == "y.db"
 
 
 def test_defaults_fill_every_key(tmp_path):

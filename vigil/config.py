@@ -2,7 +2,10 @@
 import configparser
 import difflib
 import importlib
+import os
 import pathlib
+
+from vigil.venues import CLIENTS
 
 TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
 
@@ -122,10 +125,14 @@ def load(path, extra_sections=None):
     parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\0none")
     parser.optionxform = str
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark some editors add is not a key
             parser.read_file(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}): save it as UTF-8") from None
     except configparser.Error as e:
         raise ConfigError(f"{path}: {' '.join(str(e).split())}") from None
     table = dict(TABLE)
@@ -139,7 +146,50 @@ def load(path, extra_sections=None):
     for section in parser.sections():
         if section not in table:  # settings of a strategy that is present but switched off
             table[section] = _strategy_params(section, f"[{section}]: unknown section{_closest(section, table)}")
-    return _parse(parser, table)
+    cfg = _parse(parser, table)
+    _agree(cfg)
+    return cfg
+
+
+def _agree(cfg):
+    """The rules between keys: each key is valid alone, and together they must describe one runnable setup."""
+    market, need = cfg["market"], {}
+    for section, key in (("market", "venues"), ("market", "symbols"), ("strategies", "enabled"),
+                         ("feeds", "funding_venues")):
+        items = cfg[section][key]
+        if section != "feeds" and not items:
+            raise ConfigError(f"[{section}] {key}: empty: name at least one")
+        twice = sorted({x for x in items if items.count(x) > 1})
+        if twice:
+            raise ConfigError(f"[{section}] {key}: {', '.join(twice)} named twice")
+    for section, key, names in (("market", "venues", CLIENTS), ("feeds", "funding_venues", CLIENTS)):
+        unknown = [v for v in cfg[section][key] if v not in names]
+        if unknown:
+            raise ConfigError(f"[{section}] {key}: unknown venue '{unknown[0]}'{_closest(unknown[0], names)}; "
+                              f"known: {', '.join(names)}")
+    if market["trade_venue"] not in market["venues"]:
+        raise ConfigError(f"[market] trade_venue: '{market['trade_venue']}' is not among [market] venues "
+                          f"({', '.join(market['venues'])})")
+    for symbol in market["symbols"]:
+        base, _, quote = symbol.partition("/")
+        if not base or not quote or "/" in quote:
+            raise ConfigError(f"[market] symbols: '{symbol}' is not BASE/QUOTE (like BTC/USDT)")
+    # the longest window anything reads: the market state's, and each enabled strategy's warm-up if it has one
+    ms = cfg["market_state"]
+    need["[market_state] adx_period, vol_long"] = max(2 * ms["adx_period"] + 10, ms["vol_long"] + 2, ms["vol_short"] + 2)
+    for name in cfg["strategies"]["enabled"]:
+        warmup = getattr(importlib.import_module(f"vigil.{name}"), "warmup", None)
+        if warmup:
+            need[f"[{name}]'s windows"] = warmup(cfg[name])
+    what, bars = max(need.items(), key=lambda item: item[1])
+    if market["history"] < bars:
+        raise ConfigError(f"[market] history: {market['history']} candles are fewer than the {bars} that {what} "
+                          "needs: raise history")
+    if cfg["telegram"]["enabled"] and not (cfg["telegram"]["chat_ids"] and cfg["telegram"]["user_ids"]):
+        raise ConfigError("[telegram] chat_ids, user_ids: the bot is enabled but nobody may command it")
+    folder = os.path.dirname(os.path.abspath(cfg["vigil"]["log_file"])) if cfg["vigil"]["log_file"] else None
+    if folder and not os.path.isdir(folder):
+        raise ConfigError(f"[vigil] log_file: its folder {folder} does not exist")
 
 
 def installed():

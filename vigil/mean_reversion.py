@@ -12,15 +12,20 @@ PARAMS = {
 }
 
 
+def warmup(params):
+    """Candles a symbol needs before this strategy can judge it (the config holds history to at least this)."""
+    return max(params["ma_bars"], params["rsi_period"] * 4, params["atr_period"]) + 2
+
+
 def propose(ctx):
     name, params = ctx["name"], ctx["params"]
     for p in ctx["positions"]:
         # Not on "trending": the overextension it faded lifts ADX by itself; the stop guards a real trend.
         if ctx["market_state"][p["symbol"]]["state"] == "volatile" and p["status"] == "open":
             return schemas.exit_proposal(ctx, p, f"{p['symbol']} is volatile now, so the range it was faded in is gone")
-    need = max(params["ma_bars"], params["rsi_period"], params["atr_period"]) + 2
-    best, why = indicators.strongest(ctx, "ranging", need, lambda symbol, c: _overextended(symbol, c, params),
-                               "no overextension beyond the entry band")
+    best, why = indicators.strongest(ctx, "ranging", warmup(params),
+                                     lambda symbol, c: _overextended(symbol, c, params),
+                                     "no overextension beyond the entry band")
     if best is None:
         return {"strategy": name, "reason": why}
     z, symbol, side, entry, stop, target, reason = best

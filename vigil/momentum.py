@@ -12,10 +12,16 @@ PARAMS = {
 }
 
 
+def warmup(params):
+    """Candles a symbol needs before this strategy can judge it (the config holds history to at least this)."""
+    return params["range_bars"] + params["atr_period"] + 2
+
+
 def propose(ctx):
     name, params = ctx["name"], ctx["params"]
-    best, why = indicators.strongest(ctx, "trending", params["range_bars"] + params["atr_period"] + 2,
-                               lambda symbol, c: _breakout(symbol, c, params), "no breakout with volume confirmation")
+    best, why = indicators.strongest(ctx, "trending", warmup(params),
+                                     lambda symbol, c: _breakout(symbol, c, params),
+                                     "no breakout with volume confirmation")
     if best is None:
         return {"strategy": name, "reason": why}
     strength, symbol, side, entry, stop, target, reason = best
