@@ -33,8 +33,17 @@ def load(cfg, data_path, symbols=None, start=None, end=None, funding=()):
     data = candle_files.load(data_path, symbols)
     lo = day_ms(start) if start else None
     hi = day_ms(end) if end else None
+    timeframe, history = cfg["market"]["timeframe"], cfg["market"]["history"]
     for s, c in data.items():
+        found = candle_files.timeframe_of(c)
+        if found != timeframe:
+            fix = f"set [market] timeframe = {found}" if found else "its most common step is no timeframe Vigil knows"
+            raise ValueError(f"{data_path}: {s} holds {found or 'irregular'} candles, not {timeframe}: {fix}")
         keep = (c[:, 0] >= (lo or c[0, 0])) & (c[:, 0] < (hi or c[-1, 0] + 1))
+        if len(c[keep]) <= history:
+            span = f"{_day(c[0, 0])} to {_day(c[-1, 0])}"
+            raise ValueError(f"{data_path}: {s} has {int(keep.sum())} candles in the range asked (the data covers "
+                             f"{span}), not more than the {history} of [market] history the warm-up takes")
         data[s] = c[keep]
     rates = {}
     for item in funding:

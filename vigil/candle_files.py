@@ -12,6 +12,7 @@ import re
 import time
 import warnings
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -37,18 +38,29 @@ def symbol_of(path):
 
 
 def _text(path):
+    """The file's text; utf-8-sig: a byte-order mark is not part of the first row."""
     path = pathlib.Path(path)
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
     if path.suffix == ".zip":
         with zipfile.ZipFile(path) as z:
             inner = [n for n in z.namelist() if not n.endswith("/")]
-            return io.StringIO(z.read(inner[0]).decode("utf-8"))
-    return open(path, encoding="utf-8")
+            if not inner:
+                raise CandleFileError(f"{path}: an empty zip archive")
+            return io.StringIO(z.read(inner[0]).decode("utf-8-sig"))
+    return open(path, encoding="utf-8-sig")
 
 
 def read_file(path):
     """ndarray (n, 6): open time in ms, open, high, low, close, volume, checked row by row."""
+    try:
+        return _read(path)
+    except (EOFError, OSError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError) as e:
+        raise CandleFileError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:120]}): a damaged or "
+                              "truncated file? download it again") from None
+
+
+def _read(path):
     name = str(path)
     if re.search(r"\.json(\.gz)?$", name):
         with _text(path) as f:
@@ -79,10 +91,12 @@ def _whole(path, skip):
             a = np.loadtxt(f, delimiter=",", usecols=range(6), skiprows=skip, ndmin=2, comments=None).reshape(-1, 6)
         except ValueError:
             return None
+    if not np.isfinite(a).all():
+        return None
     ts = a[:, 0].astype(np.int64)
     a[:, 0] = np.where(ts > 10**14, ts // 1000, ts)  # microsecond timestamps (Binance dumps from 2025 on)
     o, h, l, c, v = a[:, 1:].T
-    good = (l <= np.minimum(o, c)) & (h >= np.maximum(o, c)) & (l > 0) & (v >= 0) & np.isfinite(a).all(axis=1)
+    good = (l <= np.minimum(o, c)) & (h >= np.maximum(o, c)) & (l > 0) & (v >= 0)
     if not good.all() or (a[1:, 0] <= a[:-1, 0]).any():
         return None
     return a
@@ -106,7 +120,7 @@ def _check(name, rows):
                 raise ValueError(f"expected at least 6 columns, got {len(r)}")
             ts = int(float(r[0]))
             values = [float(x) for x in r[1:6]]
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:  # OverflowError: an infinite time
             raise CandleFileError(f"{name}:{line}: bad row {r[:6]!r} ({e})") from None
         if ts > 10**14:
             ts //= 1000  # microsecond timestamps (Binance dumps from 2025 on)
@@ -126,10 +140,13 @@ def _check(name, rows):
 def load(path, symbols=None):
     """{symbol: candles} from a file or a folder of files (daily or monthly dumps join in time order)."""
     path = pathlib.Path(path)
+    if not path.exists():
+        raise CandleFileError(f"{path}: no such file or folder")
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     parts = {}
     for f in files:
-        if not re.search(r"\.(csv|json)(\.gz)?$|\.zip$", f.name):
+        # candles only: a freqtrade folder also holds trades, funding-rate and mark-price files
+        if not re.search(r"\.(csv|json)(\.gz)?$|\.zip$", f.name) or re.search(r"-(trades|funding|mark)", f.name):
             continue
         symbol = symbol_of(f)
         if symbols and symbol not in symbols:
@@ -146,7 +163,18 @@ def load(path, symbols=None):
     missing = set(symbols or ()) - set(data)
     if missing:
         raise CandleFileError(f"{path}: no candles for {', '.join(sorted(missing))}")
+    if not data:
+        raise CandleFileError(f"{path}: no candle files in it (.csv or .json, each optionally .gz, or .zip)")
+    for symbol, c in data.items():
+        if not len(c):
+            raise CandleFileError(f"{parts[symbol][0][0]}: no candles in it")
     return data
+
+
+def timeframe_of(candles):
+    """The timeframe ('1m', '5m' ...) of a candle series by its most common step, or None if it is none of them."""
+    step = int(np.median(np.diff(candles[:, 0]))) if len(candles) > 1 else 0
+    return next((name for name, ms in TIMEFRAME_MS.items() if ms == step), None)
 
 
 def gaps(candles, bar_ms):
