@@ -1,4 +1,5 @@
 import asyncio
+import csv
 import gzip
 import json
 import subprocess
@@ -231,3 +232,31 @@ def test_stops_fire_inside_the_bar_at_the_stop_or_a_gapped_open(tmp_path, venue_
         else:  # the entry's own bar closed beyond the stop: the exit is at that close, at market
             assert first["ts"] < p["opened_at"] and ((c <= p["stop"]) if long else (c >= p["stop"]))
     assert fired >= 3
+
+
+def test_breakdown_and_trade_list_add_up_to_the_report(tmp_path):
+    cfg = config.load(cfg_file(tmp_path))
+    data = sim_candles(cfg, 3000)
+    out = backtest.run(cfg, data, {}, str(tmp_path / "bt.db"), progress=None, breakdown="day",
+                       trades_csv=str(tmp_path / "trades.csv"))
+    total = out["total"]
+    days = out["backtest"]["breakdown"]
+    assert len(days) >= 2 and [d["period"] for d in days] == sorted(d["period"] for d in days)
+    assert sum(d["total"]["trades"] for d in days) == total["trades"]
+    assert sum(d["total"]["pnl"] for d in days) == pytest.approx(total["net_pnl"])
+    for name, f in out["strategies"].items():
+        assert sum(d["strategies"].get(name, {}).get("pnl", 0.0) for d in days) == pytest.approx(f["net_pnl"])
+    with open(tmp_path / "trades.csv") as f:
+        rows = list(csv.DictReader(f))
+    db = Storage(str(tmp_path / "bt.db"))
+    assert len(rows) == len(db.positions())
+    closed = [r for r in rows if r["status"] == "closed"]
+    assert len(closed) == total["trades"] and sum(float(r["pnl"]) for r in closed) == pytest.approx(total["net_pnl"])
+    for r in closed:  # the exit price is where the position's realized price PnL says it was
+        p = db.position(r["id"])
+        leg, sign = p["legs"][0], 1 if p["side"] == "buy" else -1
+        if p["kind"] == "directional" and not p["funding"]:
+            gross = (float(r["exit"]) - leg["entry"]) * leg["opened_qty"] * sign
+            assert gross - p["fees"] == pytest.approx(p["realized_pnl"], rel=1e-6, abs=1e-6)
+    text = backtest.text(out)
+    assert "period" in text and days[-1]["period"] in text

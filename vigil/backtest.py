@@ -3,6 +3,7 @@ reports what it did."""
 import array
 import asyncio
 import bisect
+import csv
 import datetime
 import os
 import sys
@@ -52,8 +53,10 @@ def load(cfg, data_path, symbols=None, start=None, end=None, funding=()):
     return data, rates
 
 
-def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, recorded=None, plot=None):
-    """Returns the report dict; the equity curve and exposure go to equity_csv, its picture to plot (a PNG).
+def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, recorded=None, plot=None,
+        breakdown=None, trades_csv=None):
+    """Returns the report dict; the equity curve and exposure go to equity_csv, its picture to plot (a PNG),
+    every position to trades_csv; breakdown ('day', 'week' or 'month') adds realized PnL per such period.
 
     recorded: a RecordedSource replaying another database's flight record instead of candle files.
     """
@@ -132,6 +135,11 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
         with open(plot, "wb") as f:
             f.write(report.chart(points))
         out["backtest"]["plot"] = plot
+    if breakdown:
+        out["backtest"]["breakdown"] = _breakdown(closed, breakdown)
+    if trades_csv:
+        _trades(db, trades_csv)
+        out["backtest"]["trades_csv"] = trades_csv
     db.close()
     if tmp:
         tmp.cleanup()
@@ -156,7 +164,47 @@ def text(out):
         lines.append(f"equity curve: {b['equity_csv']}")
     if b.get("plot"):
         lines.append(f"equity and drawdown picture: {b['plot']}")
+    if b.get("trades_csv"):
+        lines.append(f"every position: {b['trades_csv']}")
+    if b.get("breakdown"):
+        names = sorted({s for row in b["breakdown"] for s in row["strategies"]})
+        lines += ["", f"{'period':<20}" + "".join(f"{n:>16}" for n in names) + f"{'total':>16}{'trades':>8}"]
+        for row in b["breakdown"]:
+            cells = "".join(f"{row['strategies'].get(n, {}).get('pnl', 0.0):>+16.2f}" for n in names)
+            lines.append(f"{row['period']:<20}{cells}{row['total']['pnl']:>+16.2f}{row['total']['trades']:>8}")
     return "\n".join(lines)
+
+
+def _breakdown(closed, unit):
+    """Realized PnL per period (oldest first) from the first closed position's period to the last's."""
+    if not closed:
+        return []
+    first, last = min(p["closed_at"] for p in closed), max(p["closed_at"] for p in closed)
+    rows = report.periods(closed, unit, (last - first) // report.DAY_MS + 1, last)[::-1]
+    while rows and not rows[0][1]:  # days step back past the first trade's week or month: those are dropped
+        rows.pop(0)
+    return [{"period": label, "strategies": {s: {"pnl": pnl, "trades": n} for s, (pnl, n) in by.items()},
+             "total": {"pnl": sum(v[0] for v in by.values()), "trades": sum(v[1] for v in by.values())}}
+            for label, by in rows]
+
+
+def _trades(db, path):
+    """Every position as one CSV row: what opened it, where and when, at what prices, and how it ended."""
+    fields = ["id", "strategy", "symbol", "side", "kind", "status", "opened_at", "closed_at", "entry", "exit",
+              "qty", "fees", "funding", "pnl", "exit_reason"]
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(fields)
+        for p in db.positions():
+            leg = p["legs"][0]
+            exits = [fill for o in db.orders(position_id=p["id"]) if o["reduce_only"] and o["leg"] == 0
+                     for fill in db.fills(o["id"])]
+            qty = sum(x["qty"] for x in exits)
+            out.writerow([p["id"], p["strategy"], p["symbol"], p["side"], p["kind"], p["status"],
+                          _day(p["opened_at"]), _day(p["closed_at"]) if p["closed_at"] else "", f"{leg['entry']:.12g}",
+                          f"{sum(x['qty'] * x['price'] for x in exits) / qty:.12g}" if qty else "",
+                          f"{leg['opened_qty']:.12g}", f"{p['fees']:.6f}", f"{p['funding']:.6f}",
+                          f"{p['realized_pnl']:.6f}", p["close_reason"] or ""])
 
 
 class BacktestSource:

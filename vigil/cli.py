@@ -52,6 +52,8 @@ def parser():
                                  "which is replaced (default: a temporary one)")
     bt.add_argument("--equity-csv", help="write the equity curve and exposure per cycle to this CSV file")
     bt.add_argument("--plot", help="a PNG of the equity curve over its drawdown (as /chart draws it)")
+    bt.add_argument("--breakdown", choices=("day", "week", "month"), help="realized PnL per period, per strategy")
+    bt.add_argument("--trades", help="write every position (strategy, times, prices, fees, PnL, exit reason) to CSV")
     bt.add_argument("--json", action="store_true", help="machine-readable output")
     dl = sub.add_parser("download", help="fetch candle history with ccxt into files backtest reads")
     dl.add_argument("--exchange", default="binance", help="ccxt exchange id")
@@ -127,7 +129,8 @@ def _command(cfg, args):
         except (candle_files.CandleFileError, OSError, ValueError) as e:
             print(f"vigil: {e}", file=sys.stderr)
             return 2
-        out = backtest.run(cfg, data, rates, args.db, args.equity_csv, recorded=recorded, plot=args.plot)
+        out = backtest.run(cfg, data, rates, args.db, args.equity_csv, recorded=recorded, plot=args.plot,
+                           breakdown=args.breakdown, trades_csv=args.trades)
         print(json.dumps(out, indent=2) if args.json else backtest.text(out))
         return 0
     if args.command == "download":
