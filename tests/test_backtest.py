@@ -260,3 +260,37 @@ def test_breakdown_and_trade_list_add_up_to_the_report(tmp_path):
             assert gross - p["fees"] == pytest.approx(p["realized_pnl"], rel=1e-6, abs=1e-6)
     text = backtest.text(out)
     assert "period" in text and days[-1]["period"] in text
+
+
+def test_sweep_ranks_on_the_train_period_and_shows_the_test_period_beside_it(tmp_path):
+    cfg_path = cfg_file(tmp_path)
+    cfg = config.load(cfg_path)
+    data = sim_candles(cfg, 2400)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for s, c in data.items():
+        np.savetxt(folder / f"{s.replace('/', '')}-1m.csv", c, delimiter=",", fmt="%.17g")
+    args = [sys.executable, "run.py", "--config", str(cfg_path), "sweep", "--data", str(folder),
+            "--set", "momentum.range_bars=20,30", "--set", "risk.risk_per_trade=0.003,0.005", "--jobs", "2"]
+    out = subprocess.run(args + ["--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    rows = result["rows"]
+    assert result["points"] == len(rows) == 4
+    assert {tuple(sorted(r["set"].items())) for r in rows} == {
+        (("momentum.range_bars", a), ("risk.risk_per_trade", b)) for a in (20, 30) for b in (0.003, 0.005)}
+    train = [r["train"]["net_pnl"] for r in rows]
+    assert train == sorted(train, reverse=True)
+    # the best point's figures are a plain backtest of it, on each side of the split
+    best, split = rows[0], result["split"]
+    point = dict(cfg, momentum=dict(cfg["momentum"], range_bars=best["set"]["momentum.range_bars"]),
+                 risk=dict(cfg["risk"], risk_per_trade=best["set"]["risk.risk_per_trade"]))
+    for side, keep in (("train", lambda c: c[c[:, 0] < split]), ("test", lambda c: c[c[:, 0] >= split])):
+        alone = backtest.run(point, {s: keep(c) for s, c in data.items()}, {}, progress=None)
+        assert best[side]["net_pnl"] == pytest.approx(alone["total"]["net_pnl"] if alone["total"] else None)
+    text = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300).stdout
+    assert text.startswith("4 points tried; ranked by net_pnl on the train period")
+    bad = subprocess.run(args[:7] + ["--set", "momentum.range_bras=20"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "momentum.range_bras" in bad.stderr
+    bad = subprocess.run(args[:7] + ["--set", "risk.risk_per_trade=0.5"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "[risk] risk_per_trade: 0.5 is outside" in bad.stderr

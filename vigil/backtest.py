@@ -1,10 +1,12 @@
-"""Runs the live orchestrator over stored candles with a virtual clock, served bar by bar with no look-ahead, and
-reports what it did."""
+"""Runs the live orchestrator over stored candles with a virtual clock, served bar by bar with no look-ahead (once,
+or over a grid of settings judged on a train and a test period), and reports what it did."""
 import array
 import asyncio
 import bisect
+import concurrent.futures
 import csv
 import datetime
+import itertools
 import os
 import sys
 import tempfile
@@ -12,7 +14,7 @@ import time
 
 import numpy as np
 
-from vigil import candle_files, report, schemas
+from vigil import candle_files, config, report, schemas
 from vigil.config import TIMEFRAME_MS
 from vigil.orchestrator import Orchestrator
 from vigil.sim import SimBroker
@@ -271,3 +273,72 @@ class BacktestSource:
                 out.setdefault(symbol, {})[venue] = {"rate": rate, "interval_h": hours,
                                                      "next_ts": ts + step, "mark": float(bar["close"])}
         return out
+
+
+METRICS = ("net_pnl", "sharpe", "sortino", "profit_factor", "win_rate", "expectancy", "max_drawdown")
+
+
+def grid(cfg, assignments):
+    """[{(section, key): value}] of every combination of --set SECTION.KEY=V1,V2 ...; each value checked by the
+    config table before anything runs (a ConfigError names the first bad one)."""
+    axes = []
+    for item in assignments:
+        name, _, values = item.partition("=")
+        section, _, key = name.partition(".")
+        spec = config.table_of(cfg).get(section, {}).get(key)
+        if spec is None or not values:
+            raise config.ConfigError(f"--set {item}: expected SECTION.KEY=V1,V2,... with a key of the config")
+        axes.append([((section, key), config.value(section, key, spec, v)) for v in values.split(",")])
+    return [dict(point) for point in itertools.product(*axes)]
+
+
+def sweep(cfg, data, rates, points, split, metric, jobs=None, progress=None):
+    """Backtests every point on the candles before split (train) and from split on (test), across processes.
+
+    Returns rows ranked by the metric on train (the lower the better for max_drawdown), each with both periods'
+    figures: what was chosen on one period is judged on the next, never on itself.
+    """
+    train = {s: c[c[:, 0] < split] for s, c in data.items()}
+    test = {s: c[c[:, 0] >= split] for s, c in data.items()}
+    tasks = [(cfg, point, period, rates) for point in points for period in (train, test)]
+    with concurrent.futures.ProcessPoolExecutor(jobs or os.cpu_count()) as pool:
+        results = []
+        for i, result in enumerate(pool.map(_point, tasks), 1):
+            results.append(result)
+            if progress:
+                progress.write(f"\rsweep {i}/{len(tasks)} backtests")
+                progress.flush()
+    if progress:
+        progress.write("\n")
+    rows = [{"set": {f"{s}.{k}": v for (s, k), v in point.items()}, "train": results[2 * i],
+             "test": results[2 * i + 1]} for i, point in enumerate(points)]
+    worst = float("inf") if metric == "max_drawdown" else float("-inf")
+    rows.sort(key=lambda r: r["train"][metric] if r["train"][metric] is not None else worst,
+              reverse=metric != "max_drawdown")
+    return rows
+
+
+def _point(task):
+    """One backtest of one point of the grid on one period: the total figures it reports."""
+    cfg, point, data, rates = task
+    cfg = {section: dict(values) for section, values in cfg.items()}
+    for (section, key), value in point.items():
+        cfg[section][key] = value
+    out = run(cfg, data, rates, progress=None)
+    total = out["total"] or {}
+    return {"trades": total.get("trades", 0), **{m: total.get(m) for m in METRICS}}
+
+
+def sweep_text(rows, metric, split):
+    head = (f"{len(rows)} points tried; ranked by {metric} on the train period (before {_day(split)}), "
+            "each beside its test period")
+    lines = [head, f"{'#':>3} {'settings':<44}{'train ' + metric:>16}{'test ' + metric:>16}{'train n':>9}{'test n':>8}"]
+    for i, r in enumerate(rows, 1):
+        settings = ", ".join(f"{k}={v}" for k, v in r["set"].items())
+        lines.append(f"{i:>3} {settings:<44}{_num(r['train'][metric]):>16}{_num(r['test'][metric]):>16}"
+                     f"{r['train']['trades']:>9}{r['test']['trades']:>8}")
+    return "\n".join(lines)
+
+
+def _num(x):
+    return "-" if x is None else f"{x:.4g}"

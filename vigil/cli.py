@@ -55,6 +55,19 @@ def parser():
     bt.add_argument("--breakdown", choices=("day", "week", "month"), help="realized PnL per period, per strategy")
     bt.add_argument("--trades", help="write every position (strategy, times, prices, fees, PnL, exit reason) to CSV")
     bt.add_argument("--json", action="store_true", help="machine-readable output")
+    sw = sub.add_parser("sweep", help="backtest a grid of settings: ranked on a train period, judged on the next")
+    sw.add_argument("--data", required=True, help="a candle file or a folder of them")
+    sw.add_argument("--set", action="append", required=True, metavar="SECTION.KEY=V1,V2",
+                    help="values to try, e.g. momentum.range_bars=20,30,40 (repeat for more keys: every combination)")
+    sw.add_argument("--symbols", nargs="*", help="only these symbols (BTC/USDT ...)")
+    sw.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (UTC)")
+    sw.add_argument("--to", dest="end", help="day after the last, YYYY-MM-DD (UTC)")
+    sw.add_argument("--funding", nargs="*", default=[], help="VENUE:FILE funding-rate history")
+    sw.add_argument("--split", help="first day of the test period, YYYY-MM-DD (default: 70%% of the span is train)")
+    sw.add_argument("--metric", default="net_pnl", choices=("net_pnl", "sharpe", "sortino", "profit_factor",
+                                                             "win_rate", "expectancy", "max_drawdown"))
+    sw.add_argument("--jobs", type=int, help="processes at once (default: one per core)")
+    sw.add_argument("--json", action="store_true", help="machine-readable output")
     dl = sub.add_parser("download", help="fetch candle history with ccxt into files backtest reads")
     dl.add_argument("--exchange", default="binance", help="ccxt exchange id")
     dl.add_argument("--symbols", nargs="+", required=True, help="BTC/USDT ...")
@@ -89,6 +102,8 @@ def main(argv=None):
     except (UsageError, config.ConfigError) as e:
         print(f"vigil: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left early (`report | head`): run.py ends quietly
+        raise
     except Exception as e:  # a bug or an unforeseen answer: one line here, the traceback in a file
         where = cfg["vigil"]["log_file"] or os.path.join(tempfile.gettempdir(), "vigil-traceback.txt")
         with open(where, "a", encoding="utf-8") as f:
@@ -132,6 +147,30 @@ def _command(cfg, args):
         out = backtest.run(cfg, data, rates, args.db, args.equity_csv, recorded=recorded, plot=args.plot,
                            breakdown=args.breakdown, trades_csv=args.trades)
         print(json.dumps(out, indent=2) if args.json else backtest.text(out))
+        return 0
+    if args.command == "sweep":
+        from vigil import backtest, candle_files
+        try:
+            points = backtest.grid(cfg, args.set)
+            data, rates = backtest.load(cfg, args.data, args.symbols, args.start, args.end, args.funding)
+            first = min(int(c[0, 0]) for c in data.values())
+            last = max(int(c[-1, 0]) for c in data.values())
+            split = backtest.day_ms(args.split) if args.split else first + (last - first) * 7 // 10
+            if not first < split <= last:
+                raise ValueError(f"--split {args.split}: not inside the data ({backtest._day(first)} to "
+                                 f"{backtest._day(last)})")
+            for s, c in data.items():
+                for name, n in (("train", int((c[:, 0] < split).sum())), ("test", int((c[:, 0] >= split).sum()))):
+                    if n <= cfg["market"]["history"]:
+                        raise ValueError(f"--split: the {name} period holds {n} candles of {s}, not more than the "
+                                         f"{cfg['market']['history']} of [market] history its warm-up takes")
+        except (candle_files.CandleFileError, OSError, ValueError) as e:
+            print(f"vigil: {e}", file=sys.stderr)
+            return 2
+        progress = sys.stderr if sys.stderr.isatty() else None
+        rows = backtest.sweep(cfg, data, rates, points, split, args.metric, args.jobs, progress)
+        print(json.dumps({"metric": args.metric, "split": split, "points": len(rows), "rows": rows}, indent=2)
+              if args.json else backtest.sweep_text(rows, args.metric, split))
         return 0
     if args.command == "download":
         import ccxt

@@ -192,6 +192,15 @@ def _agree(cfg):
         raise ConfigError(f"[vigil] log_file: its folder {folder} does not exist")
 
 
+def table_of(cfg):
+    """The key table a loaded config was checked against: TABLE and each strategy section's PARAMS."""
+    table = dict(TABLE)
+    for section in cfg:
+        if section not in table:
+            table[section] = _strategy_params(section, f"[{section}]")
+    return table
+
+
 def installed():
     """The strategy modules there are, by name: every vigil/*.py that defines propose(ctx)."""
     return sorted(p.stem for p in pathlib.Path(__file__).parent.glob("*.py")
@@ -215,7 +224,7 @@ def _parse(parser, table):
         for key in given:
             if key not in keys:
                 raise ConfigError(f"[{section}] {key}: unknown key{_closest(key, keys)}")
-        cfg[section] = {k: _value(section, k, spec, given.get(k)) for k, spec in keys.items()}
+        cfg[section] = {k: value(section, k, spec, given.get(k)) for k, spec in keys.items()}
     return cfg
 
 
@@ -224,7 +233,7 @@ def _closest(word, choices):
     return f" (did you mean '{near[0]}'?)" if near else ""
 
 
-def _value(section, key, spec, raw):
+def value(section, key, spec, raw):
     kind, default, low, high, _ = spec
     if raw is None:
         return list(default) if isinstance(default, list) else default
