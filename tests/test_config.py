@@ -45,7 +45,7 @@ def test_typo_exits_2_naming_section_key_and_closest(tmp_path):
     ("[strategies]\nenabled = momentum, momentum\n", "[strategies] enabled: momentum named twice"),
     ("[market]\nhistory = 60\n", "[market] history: 60 candles are fewer than the 62 that [market_state]"),
     ("[market]\nhistory = 210\n[momentum]\nrange_bars = 200\n", "fewer than the 216 that [momentum]'s windows"),
-    ("[market]\nhistory = 100\n[mean_reversion]\nrsi_period = 30\n", "the 122 that [mean_reversion]'s windows"),
+    ("[market]\nhistory = 100\n[mean_reversion]\nma_bars = 150\n", "the 152 that [mean_reversion]'s windows"),
     ("[feeds]\nfunding_venues = binance, ftx\n", "[feeds] funding_venues: unknown venue 'ftx'"),
     ("[telegram]\nenabled = true\n", "[telegram] chat_ids, user_ids: the bot is enabled but nobody"),
     ("[vigil]\nlog_file = /nonexistent/dir/vigil.log\n", "[vigil] log_file: its folder /nonexistent/dir"),

@@ -62,3 +62,15 @@ def test_periods_sum_realized_pnl_per_day_week_and_month_per_strategy():
     assert weeks == [("week of 2025-11-24", {"a": [3.5, 2], "b": [-0.5, 1]}), ("week of 2025-11-17", {"a": [4.0, 1]})]
     months = report.periods(closed, "month", 2, now)
     assert months == [("2025-11", {"a": [7.5, 3], "b": [-0.5, 1]}), ("2025-10", {"a": [8.0, 1]})]
+
+
+def test_a_veto_takes_no_capital_and_few_days_of_returns_are_flagged(tmp_path):
+    from vigil import config
+    path = tmp_path / "v.cfg"
+    path.write_text("[strategies]\nenabled = momentum, mean_reversion, sentiment_veto\n")
+    assert report.capital(config.load(path)) == 5000.0  # two trading strategies share the 10,000
+    closed = [trade(0, 5.0), trade(1, -2.0, i=1), trade(2, 1.0, i=2)]
+    out = {"mode": "sim", "cycles": 3, "equity": 10004.0, "starting_equity": 10000.0, "open_positions": 0,
+           "records": {}, "strategies": report.summary(closed, 5000.0), "total": None,
+           "capital_per_strategy": 5000.0, "definitions": report.DEFINITIONS}
+    assert "(Sharpe and Sortino from as few as 3 days of returns: noise below 30 days)" in report.text(out)

@@ -16,7 +16,6 @@ from vigil import config, process, report
 
 log = logging.getLogger("vigil.bot")
 CONFIRM_S = 60
-SHARPE_DAYS = 30  # daily returns below which a Sharpe ratio is noise (3 points gave -147)
 MAX_TEXT = 3800  # Telegram allows 4096 characters; leave room
 
 
@@ -178,11 +177,9 @@ class Bot:
 
     async def pnl(self, update, context):
         """Realized per strategy, the open positions' unrealized PnL and funding beside it, and a total row;
-        Sharpe and Sortino only from SHARPE_DAYS days of returns on (fewer say nothing)."""
-        enabled = self.cfg["strategies"]["enabled"]
-        capital = self.cfg["vigil"]["starting_equity"] / max(1, len(enabled))
+        Sharpe and Sortino only from 30 days of returns on (fewer say how many there are)."""
         closed = self.db.closed_positions()
-        stats = report.summary(closed, capital)
+        stats = report.summary(closed, report.capital(self.cfg))
         stats["total"] = report.summary([dict(p, strategy="total") for p in closed],
                                         self.cfg["vigil"]["starting_equity"]).get("total")
         open_ = {}
@@ -199,10 +196,10 @@ class Bot:
                                  f"{f['trades']} trades, win {f['win_rate']:.0%}, net {f['net_pnl']:+.2f}")
             if n:
                 row += f" | {n} open: unrealized {upnl:+.2f}, funding {funding:+.2f}"
-            if f and f["sharpe"] is not None and f["days"] >= SHARPE_DAYS:
+            if f and f["sharpe"] is not None and f["days"] >= report.SHARPE_DAYS:
                 row += f" | Sharpe {f['sharpe']:.2f}, Sortino {format(f['sortino'], '.2f') if f['sortino'] else '-'}"
             elif f:
-                row += f" | Sharpe after {SHARPE_DAYS} days ({f['days']} so far)"
+                row += f" | Sharpe after {report.SHARPE_DAYS} days ({f['days']} so far)"
             rows.append(row)
         await self._reply(update, "\n".join(rows) if len(rows) > 1 else "no trades yet")
 
@@ -240,10 +237,8 @@ class Bot:
         if name == "total":
             curve = self.db.equity_curve()
         else:  # a strategy's capital plus its realized PnL, trade by trade
-            enabled = self.cfg["strategies"]["enabled"]
-            capital = self.cfg["vigil"]["starting_equity"] / max(1, len(enabled))
             pnl = [p["realized_pnl"] for p in self.db.closed_positions() if p["strategy"] == name]
-            curve = list(capital + np.cumsum([0.0] + pnl)) if pnl else []
+            curve = list(report.capital(self.cfg) + np.cumsum([0.0] + pnl)) if pnl else []
         if len(curve) < 2:
             await self._reply(update, f"nothing to draw for '{name}' yet: /chart, or /chart with a strategy that "
                                       "has closed trades")
@@ -555,9 +550,7 @@ class Bot:
             day = time.strftime("%Y-%m-%d", now)
             if now.tm_hour >= hour and self.db.get("summary_day") != day:
                 self.db.put("summary_day", day)
-                enabled = self.cfg["strategies"]["enabled"]
-                stats = report.summary(self.db.closed_positions(),
-                                            self.cfg["vigil"]["starting_equity"] / max(1, len(enabled)))
+                stats = report.summary(self.db.closed_positions(), report.capital(self.cfg))
                 total = sum(f["net_pnl"] for f in stats.values())
                 self.orch.control.alert("summary", f"daily summary {day}: equity {self.orch.equity():.2f}, "
                                            f"{len(self.orch.positions)} open, net PnL {total:+.2f} over "

@@ -157,7 +157,7 @@ def _agree(cfg):
     for section, key in (("market", "venues"), ("market", "symbols"), ("strategies", "enabled"),
                          ("feeds", "funding_venues")):
         items = cfg[section][key]
-        if section != "feeds" and not items:
+        if section == "market" and not items:  # no strategy at all is allowed: a run that only watches
             raise ConfigError(f"[{section}] {key}: empty: name at least one")
         twice = sorted({x for x in items if items.count(x) > 1})
         if twice:

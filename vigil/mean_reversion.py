@@ -14,7 +14,7 @@ PARAMS = {
 
 def warmup(params):
     """Candles a symbol needs before this strategy can judge it (the config holds history to at least this)."""
-    return max(params["ma_bars"], params["rsi_period"] * 4, params["atr_period"]) + 2
+    return max(params["ma_bars"], params["rsi_period"], params["atr_period"]) + 2
 
 
 def propose(ctx):
@@ -46,7 +46,8 @@ def _overextended(symbol, c, params):
     z = (entry - ma) / sd
     if abs(z) < params["entry_z"]:
         return None
-    rsi = indicators.rsi(c[-(params["rsi_period"] * 4):, 4], params["rsi_period"])
+    # every close held, as a chart's RSI: Wilder's smoothing depends on where it starts
+    rsi = indicators.rsi(c[:, 4], params["rsi_period"])
     low_rsi, high_rsi = params["rsi_extreme"], 100 - params["rsi_extreme"]
     if z <= -params["entry_z"] and rsi <= low_rsi:
         side = "buy"

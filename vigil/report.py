@@ -1,6 +1,7 @@
 """Builds the per-strategy performance figures and report from the database, as a dict, as plain text and as an
 equity chart."""
 import datetime
+import importlib
 import math
 import struct
 import zlib
@@ -10,6 +11,7 @@ import numpy as np
 from vigil.schemas import POSITION_LIVE
 
 DAY_MS = 86_400_000
+SHARPE_DAYS = 30  # daily returns below which a Sharpe ratio is noise (3 points gave -147)
 DEFINITIONS = {
     "net_pnl": "realized PnL after fees and funding",
     "gross_pnl": "price PnL before fees and funding",
@@ -21,15 +23,22 @@ DEFINITIONS = {
     "sharpe": "mean / sample std of daily returns x sqrt(365); a daily return is the net PnL of trades "
               "closed that UTC day / the strategy's capital; days without trades count as 0",
     "sortino": "mean daily return / sqrt(mean(min(return, 0)^2)) x sqrt(365)",
-    "capital": "starting equity / number of enabled strategies",
+    "capital": "starting equity / number of enabled strategies that trade (a veto takes none)",
 }
+
+
+def capital(cfg):
+    """Each trading strategy's share of the starting equity: a strategy module with TRADES = False (a veto)
+    takes none, so its share is not left idle in the others' drawdown and Sharpe figures."""
+    trading = [n for n in cfg["strategies"]["enabled"]
+               if getattr(importlib.import_module(f"vigil.{n}"), "TRADES", True)]
+    return cfg["vigil"]["starting_equity"] / max(1, len(trading))
 
 
 def build(db, cfg):
     """Everything `report` shows; the same dict is printed as JSON for scripts."""
-    enabled = cfg["strategies"]["enabled"]
     start = cfg["vigil"]["starting_equity"]
-    capital = start / max(1, len(enabled))
+    share = capital(cfg)
     closed = db.closed_positions()
     last = db.cycle()
     return {
@@ -37,10 +46,10 @@ def build(db, cfg):
         "cycles": last["n"] if last else 0,
         "starting_equity": start,
         "equity": last["equity"] if last else start,
-        "capital_per_strategy": capital,
+        "capital_per_strategy": share,
         "open_positions": len(db.positions(*POSITION_LIVE)),
         "records": db.counts(),
-        "strategies": summary(closed, capital),
+        "strategies": summary(closed, share),
         "total": summary([dict(p, strategy="total") for p in closed], start).get("total"),
         "definitions": DEFINITIONS,
     }
@@ -60,6 +69,9 @@ def text(r):
         lines.append(f"{name:<16}" + "".join(f"{_fmt(f.get(c)):>14}" for c in cols))
     if not r["strategies"]:
         lines.append("(no closed trades yet)")
+    few = min((f["days"] for f in rows.values()), default=SHARPE_DAYS)
+    if few < SHARPE_DAYS:
+        lines.append(f"(Sharpe and Sortino from as few as {few} days of returns: noise below {SHARPE_DAYS} days)")
     lines += ["", f"capital per strategy {r['capital_per_strategy']:.2f}", _definitions(r["definitions"])]
     return "\n".join(lines)
 

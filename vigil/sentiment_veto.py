@@ -1,4 +1,5 @@
 """Vetoes every proposal of the cycle when Fear & Greed is extreme or liquidations surge."""
+TRADES = False  # it vetoes and never opens a position: it has no capital of its own
 PARAMS = {
     "extreme_fear": (int, 10, 0, 50, "Fear & Greed at or below this vetoes"),
     "extreme_greed": (int, 90, 50, 100, "Fear & Greed at or above this vetoes"),
