@@ -3,6 +3,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -281,3 +282,31 @@ def test_the_cycle_notes_say_when_a_venue_stop_was_placed_and_when_it_fired(tmp_
             assert f"{p['id']}: stop at {p['stop']:g} for" in notes
     for p in stopped:
         assert f"{p['id']}: its stop at {p['stop']:g} fired at the venue" in notes
+
+
+def test_a_wall_clock_source_cycles_just_after_each_candle_close_and_records_its_latency(tmp_path):
+    """Paper and live: after the first cycle, each starts settle_s after a close of the interval on the wall
+    clock, and the record says how long after the latest candle's close the decision came."""
+    import numpy as np
+    orch = make(tmp_path)
+    orch.cfg["vigil"]["settle_s"] = 0.2
+    real_candles, started = orch.source.candles, []
+
+    async def tick():
+        started.append(time.time())
+        return int(started[-1] * 1000)
+
+    def candles():  # the sim's candles, moved so that the latest one closed at the last minute boundary
+        feed = real_candles()
+        last = int(time.time() * 1000) // 60_000 * 60_000 - 60_000
+        data = {v: {s: np.column_stack([last - 60_000 * np.arange(len(c))[::-1], c[:, 1:]]) for s, c in by.items()}
+                for v, by in feed["data"].items()}
+        return dict(feed, data=data)
+    orch.source.tick, orch.source.candles, orch.source.wall_clock = tick, candles, True
+    # cycle 1 at once, then 0.2 s after a close of the 0.5 s heartbeat (the loop wakes a little late, never early)
+    asyncio.run(orch.run(cycles=5, interval=0.5))
+    for t in started[1:]:
+        assert 0.2 <= t % 0.5 < 0.35, started
+    rec = orch.db.cycle()
+    close = int(started[-1] * 1000) // 60_000 * 60_000
+    assert 0 <= rec["latency_ms"]["decision"] - (started[-1] * 1000 - close) < 1000

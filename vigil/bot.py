@@ -151,6 +151,10 @@ class Bot:
         if rec:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec["started_at"] / 1000))
             lines.append(f"last cycle #{rec['n']} at {stamp} UTC took {rec['duration_ms']:.1f} ms")
+            if rec.get("latency_ms"):
+                late = rec["latency_ms"]
+                lines.append(f"candle close -> decision {late['decision']} ms" + (
+                    f", -> first order {late['first_order']} ms" if late["first_order"] is not None else ""))
             lines.append("state: " + ", ".join(f"{s} {v}" for s, v in rec["states"].items()))
             lines.append("feeds: " + ", ".join(f"{k} {'ok' if err is None else 'DOWN (' + err + ')'}"
                                                 for k, err in rec["feeds"].items()))

@@ -19,6 +19,8 @@ TABLE = {
         "mode": (("sim", "paper", "live"), "sim", None, None, "sim, paper or live"),
         "db": (str, "vigil.db", None, None, "sqlite file"),
         "interval": (float, 60.0, 0.0, 86400.0, "seconds between cycle starts"),
+        "settle_s": (float, 1.0, 0.0, 30.0, "seconds after a candle closes before its cycle starts"),
+        "latency_alert_s": (float, 5.0, 0.1, 3600.0, "candle close to decision above this is alerted"),
         "starting_equity": (float, 10000.0, 1.0, 1e12, "quote currency equity of a fresh db"),
         "console": (bool, True, None, None, "print one line per cycle"),
         "log_file": (str, "", None, None, "rotating log file; empty: console only"),

@@ -130,6 +130,10 @@ class Orchestrator:
         gc.freeze()  # what start-up built lives as long as the process: the collector need not rescan it
         loop = asyncio.get_running_loop()
         t0, k, done = loop.time(), 0, 0
+        if interval > 0 and getattr(self.source, "wall_clock", False):
+            # paper, live: the first cycle now, the next ones settle_s after each candle close
+            wall = time.time()
+            t0 += (wall // interval + 1) * interval + self.cfg["vigil"]["settle_s"] - wall - interval
         yielded = t0
         try:
             while not self.stopping and (cycles is None or done < cycles):
@@ -171,7 +175,8 @@ class Orchestrator:
         now = await self.source.tick()
         rec = {"n": n, "started_at": now, "duration_ms": 0.0, "states": {}, "feeds": {},
                "strategies": {}, "veto": None, "verdicts": [], "orders": 0, "equity": 0.0,
-               "halted": False, "notes": []}
+               "halted": False, "notes": [], "latency_ms": None}
+        self.executor.first_sent = None
         try:
             await self._steps(n, now, rec)
             self.failures = 0
@@ -263,10 +268,27 @@ class Orchestrator:
             hook(inputs)
         verdicts = decide(self.cfg, self.strategies, inputs, rec, self._step,
                           lambda kind, items: self._save(n, kind, items))
+        closed = self._closed_at(candles)
         self.control.set_veto(rec["veto"])
         self._alert_changes(rec)
+        decided = time.time()
         async with self.trading:
             await self._execute_and_track(n, now, rec, verdicts, feeds, bars)
+        if closed:  # a source on the wall clock (paper, live): how long after the candle closed it acted
+            sent = self.executor.first_sent
+            rec["latency_ms"] = {"decision": round(decided * 1000 - closed),
+                                 "first_order": round(sent * 1000 - closed) if sent else None}
+            if decided * 1000 - closed > self.cfg["vigil"]["latency_alert_s"] * 1000:
+                self.control.alert("latency", f"cycle {n} decided {(decided * 1000 - closed) / 1000:.1f} s after "
+                                              "the candle closed")
+
+    def _closed_at(self, candles):
+        """When the latest closed candle of the trade venue closed (ms), for a source on the wall clock; else None."""
+        if not getattr(self.source, "wall_clock", False) or not candles["ok"]:
+            return None
+        series = (candles["data"] or {}).get(self.cfg["market"]["trade_venue"], {}).values()
+        opens = [c[-1, 0] for c in series if len(c)]
+        return max(opens) + TIMEFRAME_MS[self.cfg["market"]["timeframe"]] if opens else None
 
     def _alert_changes(self, rec):
         """Strategies failing and feeds going down are alerted when they start, and when they recover."""

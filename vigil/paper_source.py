@@ -25,6 +25,8 @@ async def _none():
 class PaperSource:
     """Streams hold the candles and liquidations between cycles; each cycle fetches the rest concurrently."""
 
+    wall_clock = True  # its cycles follow real candle closes
+
     def __init__(self, cfg):
         self.cfg = cfg
         m, f = cfg["market"], cfg["feeds"]
@@ -32,7 +34,7 @@ class PaperSource:
         self.timeout = f["timeout"]
         self.clients = {v: venues.client(cfg, v, self.timeout) for v in m["venues"]}  # streams and backfill
         self.polled = {v: venues.client(cfg, v, self.timeout, throttled=False) for v in f["funding_venues"]}
-        bar_ms = TIMEFRAME_MS[m["timeframe"]]
+        bar_ms = self.bar_ms = TIMEFRAME_MS[m["timeframe"]]
         self.streams = [CandleStream(self.clients[v], v, s, venues.market_symbol(v, s), bar_ms, m["history"],
                                      m["stale_after"]) for v in m["venues"] for s in self.symbols]
         self.fear_greed = FearGreed(f["fear_greed_url"], self.timeout)
@@ -64,6 +66,15 @@ class PaperSource:
                              return_exceptions=True)
 
     async def tick(self):
+        """The wall clock, once every trade-venue stream holds the candle that closed last, or after wait_s (a late
+        stream says so in the candle feed's health, and its strategies decide without that candle)."""
+        now = time.time()
+        expected = (int(now * 1000) // self.bar_ms - 1) * self.bar_ms  # the open time of the candle just closed
+        deadline = now + self.cfg["vigil"]["settle_s"] + 2.0  # what WebSocket delivery takes at its worst
+        # only a stream one candle behind is waited for: one further behind is stale, not late, and says so
+        while time.time() < deadline and any(s.venue == self.trade_venue and len(s.candles())
+                                             and s.candles()[-1, 0] == expected - self.bar_ms for s in self.streams):
+            await asyncio.sleep(0.02)
         return int(time.time() * 1000)
 
     def candles(self):

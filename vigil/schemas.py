@@ -134,6 +134,8 @@ SCHEMAS = {
         "states": (dict, None), "feeds": (dict, None), "strategies": (dict, None),
         "veto": ((dict, type(None)), None), "verdicts": (list, None), "orders": (int, None),
         "equity": (NUM, None), "halted": (bool, None), "notes": (list, None),
+        # paper and live: ms from the latest candle's close to the decision and to the first order sent
+        "latency_ms": ((dict, type(None)), None),
     },
 }
 
