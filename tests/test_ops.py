@@ -66,6 +66,11 @@ def test_second_instance_is_refused(tmp_path):
                                 capture_output=True, text=True, timeout=60)
         assert second.returncode == 1
         assert f"another Vigil (pid {first.pid}) is running" in second.stderr
+        (tmp_path / "link").symlink_to(tmp_path)  # the same database by another path
+        (tmp_path / "other.cfg").write_text(f"[vigil]\ndb = {tmp_path}/link/v.db\n")
+        third = subprocess.run([sys.executable, "run.py", "--config", str(tmp_path / "other.cfg"), "--cycles", "1"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert third.returncode == 1 and f"another Vigil (pid {first.pid}) is running" in third.stderr
     finally:
         first.terminate()
         first.wait(timeout=30)
