@@ -1,15 +1,17 @@
 import ast
+import asyncio
 import configparser
 import importlib
 import pathlib
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 
-from vigil import schemas
+from vigil import cli, config, schemas
 
 STRATEGIES = ["funding_arb", "smart_money", "momentum", "mean_reversion", "sentiment_veto"]
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -239,3 +241,47 @@ def test_the_loop_runs_with_each_strategy_file_deleted(tmp_path):
         out = subprocess.run([sys.executable, "run.py", "--config", "bare.cfg", "--cycles", "5", "--interval", "0"],
                              cwd=tree, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
+
+
+def test_every_source_and_broker_keeps_the_contract_written_in_schemas_and_strategies_get_a_context():
+    import inspect
+    from vigil import backtest, flight, live_broker, paper_source, sim
+    for source in (sim.SimMarket, paper_source.PaperSource, backtest.BacktestSource, flight.RecordedSource):
+        for name, what in schemas.SOURCE.items():
+            method = getattr(source, name)
+            assert inspect.iscoroutinefunction(method) == what.startswith("async"), (source, name)
+            assert len(inspect.signature(method).parameters) - 1 == what.split("->")[0].count(",") + (
+                "()" not in what), (source, name)
+    for broker in (sim.SimBroker, live_broker.LiveBroker):
+        for name in schemas.BROKER:
+            assert inspect.iscoroutinefunction(getattr(broker, name)), (broker, name)
+            assert list(inspect.signature(getattr(broker, name)).parameters)[:2] == ["self", "order"]
+
+
+def test_what_a_strategy_receives_matches_its_schema(tmp_path, monkeypatch):
+    from vigil import decide as decide_module
+    seen = []
+    real = decide_module.decide
+
+    def checking(cfg, strategies, inputs, rec, step, save):
+        wrapped = {}
+        for name, module in strategies.items():
+            def propose(ctx, module=module):
+                seen.append(schemas.problem("StrategyContext", ctx))
+                return module.propose(ctx)
+            wrapped[name] = types.SimpleNamespace(propose=propose)
+        return real(cfg, wrapped, inputs, rec, step, save)
+    monkeypatch.setattr("vigil.orchestrator.decide", checking)
+    path = tmp_path / "v.cfg"
+    path.write_text(f"[vigil]\ndb = {tmp_path}/v.db\nconsole = false\n")
+    orch = cli.build(config.load(path))
+    asyncio.run(orch.run(cycles=50, interval=0))
+    assert len(seen) >= 200 and set(seen) == {None}
+
+
+def test_a_key_a_schema_does_not_declare_is_refused():
+    veto = {"strategy": "sentiment_veto", "reason": "extreme fear", "until": 5, "blocks_exits": False}
+    assert schemas.problem("Veto", veto) is None
+    assert schemas.problem("Veto", dict(veto, untill=6)) == "untill: not in the schema"
+    with pytest.raises(schemas.SchemaError, match="Veto.untill: not in the schema"):
+        schemas.validate("Veto", dict(veto, untill=6))

@@ -128,6 +128,20 @@ SCHEMAS = {
         "closed_at": (OPT_NUM, None), "close_reason": (OPT_STR, None), "proposal_id": (str, None),
         "stop_order": (OPT_STR, None),  # the id of its stop resting at the venue, while one does
     },
+    # How to write a strategy: a module vigil/NAME.py with PARAMS (its config section's keys, in config.py's table
+    # form) and propose(ctx) -> a TradeProposal (schemas.proposal / exit_proposal), a Veto (its schema above: it
+    # holds until "until"), an Idle ({"strategy", "reason"}: why nothing) or None. ctx is a StrategyContext (below); a
+    # strategy imports no other strategy, nor the executor, risk or a broker, and keeps no state between calls.
+    # Optional: warmup(params) -> the candles a symbol needs (config holds [market] history to it), and TRADES = False
+    # for a strategy that never opens a position (a veto: it takes no share of the capital). Add its name to
+    # [strategies] enabled, or leave enabled unset to run every strategy module there is.
+    "StrategyContext": {
+        "cycle": (int, None), "now": (int, None), "name": (str, None), "params": (dict, None),
+        "symbols": (list, None), "venues": (list, None), "trade_venue": (str, None),
+        "market_state": (dict, None),  # {symbol: {"state", "figures", "reason"}}
+        "snapshot": (dict, None),  # {"now", "feeds": {"candles": Feed of {venue: {symbol: (n, 6) array}}, **FEEDS}}
+        "positions": (list, None),  # the strategy's own live Positions
+    },
     # What the cycle did, one row per cycle.
     "CycleRecord": {
         "n": (int, None), "started_at": (int, None), "duration_ms": (NUM, _NONNEG),
@@ -142,6 +156,22 @@ SCHEMAS = {
 
 # The side feeds every Source answers for, beside the candles.
 FEEDS = ("funding", "onchain", "fear_greed", "social", "liquidations")
+
+# What the orchestrator asks of a Source (SimMarket, PaperSource, BacktestSource, RecordedSource), by method:
+SOURCE = {
+    "start": "async (): opens streams and connections",
+    "close": "async (): closes them",
+    "tick": "async () -> ms: waits for the next cycle's moment and returns its time (market or wall clock)",
+    "candles": "() -> Feed of {venue: {symbol: (n, 6) array of ts, open, high, low, close, volume}}, closed only",
+    "feeds": "async (now ms) -> {name: Feed} for every name in FEEDS",
+    "bar": "(venue, symbol) -> Bar of the latest closed candle, or None",
+}
+# What the executor asks of a Broker (SimBroker, LiveBroker); each returns (Order as answered, [Fill]):
+BROKER = {
+    "place": "async (Order) -> sends it once under its client id; working, final or unknown",
+    "resolve": "async (Order) -> what became of it, asked by its client id",
+    "cancel": "async (Order) -> cancels it, then what became of it (it may have filled first)",
+}
 
 
 def nonfinite(data, path=""):
@@ -188,6 +218,9 @@ def problem(name, d):
             err = check(v)
             if err:
                 return f"{key}: {err}"
+    if len(d) > len(_CHECKS[name]):  # every key is checked above: more keys than that means an undeclared one
+        extra = sorted(set(d) - SCHEMAS[name].keys())
+        return f"{extra[0]}: not in the schema"
     return None
 
 
