@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import tempfile
 import time
@@ -14,7 +13,7 @@ import traceback
 
 from vigil import __version__, config, flight, process, report
 from vigil.process import Notifier
-from vigil.storage import MIGRATIONS, Storage
+from vigil.storage import MIGRATIONS, Storage, inspect
 
 log = logging.getLogger("vigil")
 
@@ -134,8 +133,7 @@ def _command(cfg, args):
             else:
                 data, rates = backtest.load(cfg, args.data, args.symbols, args.start, args.end, args.funding)
             if args.db and os.path.exists(args.db):
-                _database(args.db, must_exist=True)
-                if Storage(args.db).get("kind") != "backtest":
+                if _database(args.db, must_exist=True) != "backtest":
                     raise ValueError(f"--db {args.db}: not a backtest's database (it may hold a sim, paper or live "
                                      "session): name a new file")
                 for suffix in ("", "-wal", "-shm"):  # an earlier backtest's: replaced, never added to
@@ -205,7 +203,8 @@ def _command(cfg, args):
 
 
 def _database(path, must_exist):
-    """A database file the command can use: present when it must be, sqlite, of a schema this code knows."""
+    """A database file the command can use: present when it must be, sqlite, of a schema this code knows.
+    Returns its kind (see storage.inspect), None for a file still to be created."""
     if not path:
         raise UsageError("[vigil] db: empty: name the database file")
     if not os.path.exists(path):
@@ -214,13 +213,14 @@ def _database(path, must_exist):
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise UsageError(f"[vigil] db: cannot create {path}: its folder is missing or not writable")
-        return
-    with open(path, "rb") as f:
-        if f.read(16) not in (b"SQLite format 3\0", b""):
-            raise UsageError(f"[vigil] db: {path} is not a sqlite database")
-    version = sqlite3.connect(f"file:{path}?mode=ro", uri=True).execute("PRAGMA user_version").fetchone()[0]
+        return None
+    try:
+        version, kind = inspect(path)
+    except ValueError as e:
+        raise UsageError(f"[vigil] db: {e}") from None
     if version > len(MIGRATIONS):
         raise UsageError(f"[vigil] db: {path} comes from a newer Vigil (schema {version}); upgrade the code")
+    return kind
 
 
 def _two_keys(cfg, args):

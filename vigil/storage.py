@@ -44,6 +44,22 @@ MIGRATIONS = [
 ]
 
 
+def inspect(path):
+    """(schema version, kind) of an existing database file, read without changing it (no migration, no WAL file);
+    kind is what the kv key 'kind' says wrote it ('backtest'), None for a session's. ValueError if not sqlite."""
+    with open(path, "rb") as f:
+        if f.read(16) not in (b"SQLite format 3\0", b""):
+            raise ValueError(f"{path} is not a sqlite database")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        has_kv = conn.execute("SELECT 1 FROM sqlite_master WHERE name='kv'").fetchone()
+        row = has_kv and conn.execute("SELECT value FROM kv WHERE key='kind'").fetchone()
+    finally:
+        conn.close()
+    return version, json.loads(row[0]) if row else None
+
+
 class Storage:
     """One connection; writes inside tx() are committed together before the caller goes on."""
 
