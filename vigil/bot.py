@@ -184,8 +184,7 @@ class Bot:
         Sharpe and Sortino only from 30 days of returns on (fewer say how many there are)."""
         closed = self.db.closed_positions()
         stats = report.summary(closed, report.capital(self.cfg))
-        stats["total"] = report.summary([dict(p, strategy="total") for p in closed],
-                                        self.cfg["vigil"]["starting_equity"]).get("total")
+        stats["total"] = report.total(closed, self.cfg["vigil"]["starting_equity"])
         open_ = {}
         for p in self.orch.positions.values():
             for key in (p["strategy"], "total"):

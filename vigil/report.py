@@ -50,7 +50,7 @@ def build(db, cfg):
         "open_positions": len(db.positions(*POSITION_LIVE)),
         "records": db.counts(),
         "strategies": summary(closed, share),
-        "total": summary([dict(p, strategy="total") for p in closed], start).get("total"),
+        "total": total(closed, start),
         "definitions": DEFINITIONS,
     }
 
@@ -94,6 +94,11 @@ def summary(closed_positions, capital):
     for p in sorted(closed_positions, key=lambda p: (p["closed_at"], p["id"])):
         by.setdefault(p["strategy"], []).append(p)
     return {name: figures(trades, capital) for name, trades in by.items()}
+
+
+def total(closed_positions, capital):
+    """The figures of every closed position together, against the whole capital; None without any."""
+    return summary([dict(p, strategy="total") for p in closed_positions], capital).get("total")
 
 
 def figures(trades, capital):
