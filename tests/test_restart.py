@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 CYCLES = 1500  # about 30 entries and as many exits, of every strategy that trades
 KILLS = 26
@@ -88,12 +90,18 @@ def first_difference(a, b, path=""):
     return f"{path}:\n{str(a)[:600]}\n{str(b)[:600]}"
 
 
-def test_sigkill_at_many_points_then_restart_changes_nothing(tmp_path):
-    cfg, db = make_cfg(tmp_path, "once")
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The run every killed one must equal, run once for the module: (its books, its database)."""
+    cfg, db = make_cfg(tmp_path_factory.mktemp("once"), "once")
     run = start(cfg, CYCLES)
     assert run.wait(timeout=120) == 0, run.stderr.read().decode()
     run.stderr.close()
-    expected = books(db)
+    return books(db), db
+
+
+def test_sigkill_at_many_points_then_restart_changes_nothing(tmp_path, uninterrupted):
+    expected, db = uninterrupted
     entries = sorted({c for c, o in query(db, "SELECT cycle, id FROM orders") if o.endswith("o")})
     assert len(entries) >= 20 and sum(p["status"] == "closed" for p in expected["positions"]) >= 20
 
@@ -141,13 +149,9 @@ def test_sigkill_at_many_points_then_restart_changes_nothing(tmp_path):
     assert got["cycles"][CYCLES]["equity"] == expected["cycles"][CYCLES]["equity"]
 
 
-def test_sigkill_between_write_ahead_and_send_of_entries_and_exits(tmp_path):
+def test_sigkill_between_write_ahead_and_send_of_entries_and_exits(tmp_path, uninterrupted):
     """The narrowest windows, hit on purpose: the order row is committed, the sim never got the order."""
-    cfg, db = make_cfg(tmp_path, "once")
-    run = start(cfg, CYCLES)
-    assert run.wait(timeout=120) == 0, run.stderr.read().decode()
-    run.stderr.close()
-    expected = books(db)
+    expected, db = uninterrupted
     kinds = {"first cycle": [], "entry": [], "second leg": [], "exit at a level": [], "exit at market": []}
     for (body,) in query(db, "SELECT body FROM orders ORDER BY id"):
         o = json.loads(body)
