@@ -59,16 +59,11 @@ def one_run(tmp_path, run, point, faults):
         binance.order_faults, bybit.order_faults = faults
         db, out = tmp_path / f"run{run}.db", tmp_path / f"run{run}.out"
         killed = kill_at(point, db, fakes, out)
-        again = start(db, fakes, out)  # the restart: same database, same intentions
-        again.join(timeout=60)
         where = (run, kind, at, phase, binance.order_faults, bybit.order_faults)
-        lines = out.read_text().splitlines() if out.exists() else []
-        assert again.exitcode == 0 and lines[-1:] == ["done"], where
+        lines = restart(db, fakes, out, False, where)
         # reconciliation finds nothing to halt for: the restart explained everything the kill left
         assert lines[0] == "problems: none", (where, lines)
         placed = {**binance.orders, **bybit.orders}
-        for fake in fakes.values():  # no client id reached a venue twice
-            assert len(fake.order_posts) == len(set(fake.order_posts)), (where, fake.order_posts)
         store = Storage(str(db))
         orders = {o["id"]: o for o in store.orders()}
         assert set(placed) <= set(orders)
@@ -83,17 +78,33 @@ def one_run(tmp_path, run, point, faults):
             qty = [leg["qty"] for leg in p["legs"]]
             assert p["status"] in ("open", "closed", "void") and qty[0] == qty[1], (where, p)
         opened = len(store.positions("open"))
-        # the books equal each venue's position
-        books = {}
-        for p in store.positions("open"):
-            for leg in p["legs"]:
-                key = (leg["venue"], leg["symbol"].replace("/", ""))
-                books[key] = books.get(key, 0.0) + leg["qty"] * (1 if leg["side"] == "buy" else -1)
-        for venue, fake in fakes.items():
-            for symbol, qty in fake.net_positions().items():
-                assert abs(books.get((venue, symbol), 0.0) - qty) < 1e-9, (where, venue, symbol)
+        books_equal_venues(store.positions("open"), fakes, where)
         store.close()
         return killed, opened
+
+
+def restart(db, fakes, out, stops, where):
+    """The restart after a kill (same database, same intentions): checks it ended and no client id reached a
+    venue twice. Returns the lines it printed."""
+    again = start(db, fakes, out, stops)
+    again.join(timeout=60)
+    lines = out.read_text().splitlines() if out.exists() else []
+    assert again.exitcode == 0 and lines[-1:] == ["done"], (where, lines)
+    for fake in fakes.values():
+        assert len(fake.order_posts) == len(set(fake.order_posts)), (where, fake.order_posts)
+    return lines
+
+
+def books_equal_venues(positions, fakes, where):
+    """The legs of the positions, signed and summed per venue and symbol, equal each venue's net position."""
+    books = {}
+    for p in positions:
+        for leg in p["legs"]:
+            key = (leg["venue"], leg["symbol"].replace("/", ""))
+            books[key] = books.get(key, 0.0) + leg["qty"] * (1 if leg["side"] == "buy" else -1)
+    for venue, fake in fakes.items():
+        for symbol, qty in fake.net_positions().items():
+            assert abs(books.get((venue, symbol), 0.0) - qty) < 1e-9, (where, venue, symbol)
 
 
 def test_sigkill_at_any_point_never_loses_doubles_or_leaves_books_apart_from_the_exchange(tmp_path):
@@ -118,29 +129,21 @@ def stop_run(tmp_path, run, point, faults, down=None):
         binance.order_faults, bybit.order_faults = faults
         db, out = tmp_path / f"stop{run}.db", tmp_path / f"stop{run}.out"
         killed = kill_at(point, db, fakes, out, True, lambda: down and down(fakes))
-        again = start(db, fakes, out, True)
-        again.join(timeout=60)
         where = (run, point, faults)
-        lines = out.read_text().splitlines() if out.exists() else []
-        assert again.exitcode == 0 and lines == ["problems: none", "done"], (where, lines)
-        for fake in fakes.values():  # no client id reached a venue twice
-            assert len(fake.order_posts) == len(set(fake.order_posts)), (where, fake.order_posts)
+        lines = restart(db, fakes, out, True, where)
+        assert lines == ["problems: none", "done"], (where, lines)
         store = Storage(str(db))
         positions = store.positions()
-        books, stops = {}, {}
+        stops = {}
         for p in positions:
             leg = p["legs"][0]
-            key = (leg["venue"], leg["symbol"].replace("/", ""))
-            books[key] = books.get(key, 0.0) + leg["qty"] * (1 if leg["side"] == "buy" else -1)
             if p["status"] == "open":
                 stops[(leg["venue"], p["stop_order"])] = ("SELL" if leg["side"] == "buy" else "BUY", leg["qty"], p["stop"])
             else:
                 assert p["status"] in ("closed", "void") and p["stop_order"] is None, (where, p)
         resting = {(venue, cid): stop for venue, fake in fakes.items() for cid, stop in fake.resting_stops().items()}
         assert resting == stops, where  # exactly one stop per open position, of its size; no stray one
-        for venue, fake in fakes.items():
-            for symbol, qty in fake.net_positions().items():
-                assert abs(books.get((venue, symbol), 0.0) - qty) < 1e-9, (where, venue, symbol)
+        books_equal_venues(positions, fakes, where)
         working = [o["id"] for o in store.orders(statuses=ORDER_WORKING)]
         assert sorted(working) == sorted(cid for _, cid in stops), where
         store.close()
