@@ -257,13 +257,14 @@ def build(cfg):
     from vigil.sim import SimBroker
     from vigil.sim import SimMarket
     db = Storage(cfg["vigil"]["db"], durable=cfg["vigil"]["mode"] == "live")
+    clock = time.time  # one clock: the heartbeat, the streams' candle closes and every stamp read it
     if cfg["vigil"]["mode"] == "sim":
         source = SimMarket(cfg)
     else:
         from vigil.paper_source import PaperSource
-        source = PaperSource(cfg)
+        source = PaperSource(cfg, clock)
     broker = live_broker(cfg) if cfg["vigil"]["mode"] == "live" else SimBroker(source, cfg["fills"])
-    orch = Orchestrator(cfg, db, source, broker, console=_console)
+    orch = Orchestrator(cfg, db, source, broker, console=_console, clock=clock)
     orch.on_inputs.append(Recorder(db, cfg).record)
     if cfg["vigil"]["mode"] == "live":
         from vigil.live_broker import reconcile

@@ -9,8 +9,9 @@ class Control:
     in_flight names the step the loop is in, for a halt to record where it landed.
     """
 
-    def __init__(self, db, strategies):
+    def __init__(self, db, strategies, clock=time.time):
         self.db = db
+        self.clock = clock
         self.strategies = set(strategies)
         self.halt = db.get("halt")  # persisted: a restarted process stays halted until resume
         # Written only through this object, so memory mirrors the database and the cycle never re-reads them.
@@ -23,7 +24,7 @@ class Control:
 
     def alert(self, kind, text):
         """Stored first (the bot sends from the database, in order), then handed to the listeners."""
-        self.db.add_alert(int(time.time() * 1000), kind, text)
+        self.db.add_alert(int(self.clock() * 1000), kind, text)
         for listener in self.listeners:
             listener(kind, text)
 
@@ -32,7 +33,7 @@ class Control:
 
     def kill(self, reason, now_ms=None):
         """Halts now: recorded before returning, so no order can follow it."""
-        self.halt = {"reason": reason, "ts": now_ms or int(time.time() * 1000), "in_flight": self.in_flight}
+        self.halt = {"reason": reason, "ts": now_ms or int(self.clock() * 1000), "in_flight": self.in_flight}
         self.db.put("halt", self.halt)
         self.alert("halt", f"halted: {reason} (in flight: {self.in_flight})")
         return self.halt

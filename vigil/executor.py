@@ -29,8 +29,9 @@ class Executor:
     """
 
     def __init__(self, db, broker, is_halted, alert=lambda kind, text: None, kill=lambda reason: None,
-                 venue_stops=False):
+                 venue_stops=False, clock=time.time):
         self.db = db
+        self.clock = clock
         self.venue_stops = venue_stops  # each open directional position keeps its stop resting at the venue
         self.broker = broker
         self.is_halted = is_halted
@@ -286,7 +287,7 @@ class Executor:
             self.db.save_order(order)
             self.db.save_position(position)
         self.working[order["id"]] = order
-        self.first_sent = self.first_sent or time.time()  # the cycle's latency figure: its first order out
+        self.first_sent = self.first_sent or self.clock()  # the cycle's latency figure: its first order out
         answer, fills = await self.broker.place(order)
         position = self._record(position, answer, fills, now)
         if answer["status"] in ("rejected", "unknown"):

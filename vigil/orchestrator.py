@@ -23,15 +23,16 @@ YIELD_EVERY_S = 0.005  # back-to-back cycles (a backtest) give the event loop a 
 class Orchestrator:
     """Owns the cycle: every step's output is in the database before the next step reads it."""
 
-    def __init__(self, cfg, db, source, broker, console=print):
+    def __init__(self, cfg, db, source, broker, console=print, clock=time.time):
         self.cfg = cfg
+        self.clock = clock  # seconds: the heartbeat, latency and alert stamps all read this one clock
         self.db = db
         self.source = source
         self.strategies = {name: importlib.import_module(f"vigil.{name}")
                            for name in cfg["strategies"]["enabled"]}
-        self.control = Control(db, self.strategies)
+        self.control = Control(db, self.strategies, clock)
         self.executor = Executor(db, broker, self.control.is_halted, self.control.alert, self.control.kill,
-                                 cfg["risk"]["venue_stops"])
+                                 cfg["risk"]["venue_stops"], clock)
         self.console = console if cfg["vigil"]["console"] else None
         self.trend = Trend(cfg["market"]["trade_venue"], cfg["market_state"])
         self._load_positions()
@@ -63,7 +64,7 @@ class Orchestrator:
         """Closes every position now, even while halted (an explicit operator order); returns (closed, left)."""
         async with self.trading:
             self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
-            now = self.last["started_at"] if self.last else int(time.time() * 1000)
+            now = self.last["started_at"] if self.last else int(self.clock() * 1000)
             closed = 0
             for position in list(self.positions.values()):
                 position = await self.executor.close(position, self.cycle_n + 1, now, "flatten", "flatten", force=True)
@@ -76,7 +77,7 @@ class Orchestrator:
         if not self.reconciler:
             return
         async with self.trading:
-            now = self.last["started_at"] if self.last else int(time.time() * 1000)
+            now = self.last["started_at"] if self.last else int(self.clock() * 1000)
             await self.executor.recover(self.cycle_n + 1, now)  # books what a crash or a late fill left
             self._load_positions()
             problems, notices, self.gaps = await self.reconciler()
@@ -94,7 +95,7 @@ class Orchestrator:
             if position is None:
                 return None
             self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
-            now = self.last["started_at"] if self.last else int(time.time() * 1000)
+            now = self.last["started_at"] if self.last else int(self.clock() * 1000)
             position = await self.executor.close(position, self.cycle_n + 1, now, "forceexit", "forceexit",
                                                  force=True)
             self._book(position)
@@ -105,7 +106,7 @@ class Orchestrator:
         with close the part no Vigil position explained is closed at market. Returns the positions changed."""
         async with self.trading:
             self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
-            now = self.last["started_at"] if self.last else int(time.time() * 1000)
+            now = self.last["started_at"] if self.last else int(self.clock() * 1000)
             changed = []
             for position in self.executor.adopt(gap, list(self.positions.values()), self.cycle_n + 1, now):
                 position = await self.executor.protect(position, self.cycle_n + 1, now)  # a written-down stop
@@ -128,24 +129,22 @@ class Orchestrator:
         await self.source.start()
         await self.reconcile()
         gc.freeze()  # what start-up built lives as long as the process: the collector need not rescan it
-        loop = asyncio.get_running_loop()
-        t0, k, done = loop.time(), 0, 0
+        t0, k, done = self.clock(), 0, 0
         if interval > 0 and getattr(self.source, "wall_clock", False):
             # paper, live: the first cycle now, the next ones settle_s after each candle close
-            wall = time.time()
-            t0 += (wall // interval + 1) * interval + self.cfg["vigil"]["settle_s"] - wall - interval
+            t0 = t0 // interval * interval + self.cfg["vigil"]["settle_s"]
         yielded = t0
         try:
             while not self.stopping and (cycles is None or done < cycles):
                 await self.cycle()
                 done += 1
                 if interval <= 0:
-                    if loop.time() - yielded >= YIELD_EVERY_S:  # let the bot and the streams run now and then
+                    if self.clock() - yielded >= YIELD_EVERY_S:  # let the bot and the streams run now and then
                         await asyncio.sleep(0)
-                        yielded = loop.time()
+                        yielded = self.clock()
                     continue
                 k += 1
-                late = loop.time() - (t0 + k * interval)
+                late = self.clock() - (t0 + k * interval)
                 if late > 0:
                     skipped = math.ceil(late / interval)
                     k += skipped
@@ -156,9 +155,8 @@ class Orchestrator:
             await self.source.close()
 
     async def _sleep_until(self, deadline):
-        loop = asyncio.get_running_loop()
-        while not self.stopping and loop.time() < deadline:
-            await asyncio.sleep(min(0.5, deadline - loop.time()))
+        while not self.stopping and self.clock() < deadline:
+            await asyncio.sleep(min(0.5, deadline - self.clock()))
 
     def stop(self):
         """Asks the loop to stop after the current cycle (SIGINT/SIGTERM)."""
@@ -200,7 +198,7 @@ class Orchestrator:
         if n % PRUNE_EVERY == 0:
             market, keep = self.cfg["market"], self.cfg["vigil"]["retention_days"] * 86_400_000
             self.db.prune(now - keep, market["history"] * TIMEFRAME_MS[market["timeframe"]],
-                          int(time.time() * 1000) - keep)
+                          int(self.clock() * 1000) - keep)
         if self.console:
             self.console(self._line(rec))
         for hook in self.on_cycle:
@@ -271,7 +269,7 @@ class Orchestrator:
         closed = self._closed_at(candles)
         self.control.set_veto(rec["veto"])
         self._alert_changes(rec)
-        decided = time.time()
+        decided = self.clock()
         async with self.trading:
             await self._execute_and_track(n, now, rec, verdicts, feeds, bars)
         if closed:  # a source on the wall clock (paper, live): how long after the candle closed it acted

@@ -27,8 +27,9 @@ class PaperSource:
 
     wall_clock = True  # its cycles follow real candle closes
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, clock=time.time):
         self.cfg = cfg
+        self.clock = clock  # the orchestrator's clock: a candle closes on it
         m, f = cfg["market"], cfg["feeds"]
         self.symbols, self.trade_venue = m["symbols"], m["trade_venue"]
         self.timeout = f["timeout"]
@@ -36,7 +37,7 @@ class PaperSource:
         self.polled = {v: venues.client(cfg, v, self.timeout, throttled=False) for v in f["funding_venues"]}
         bar_ms = self.bar_ms = TIMEFRAME_MS[m["timeframe"]]
         self.streams = [CandleStream(self.clients[v], v, s, venues.market_symbol(v, s), bar_ms, m["history"],
-                                     m["stale_after"]) for v in m["venues"] for s in self.symbols]
+                                     m["stale_after"], clock) for v in m["venues"] for s in self.symbols]
         self.fear_greed = FearGreed(f["fear_greed_url"], self.timeout)
         key = os.environ.get(f["etherscan_key_env"], "")
         self.wallets = Wallets(f["etherscan_url"], key, f["wallets"], f["exchange_labels"], f["window_s"],
@@ -68,14 +69,14 @@ class PaperSource:
     async def tick(self):
         """The wall clock, once every trade-venue stream holds the candle that closed last, or after wait_s (a late
         stream says so in the candle feed's health, and its strategies decide without that candle)."""
-        now = time.time()
+        now = self.clock()
         expected = (int(now * 1000) // self.bar_ms - 1) * self.bar_ms  # the open time of the candle just closed
         deadline = now + self.cfg["vigil"]["settle_s"] + 2.0  # what WebSocket delivery takes at its worst
         # only a stream one candle behind is waited for: one further behind is stale, not late, and says so
-        while time.time() < deadline and any(s.venue == self.trade_venue and len(s.candles())
+        while self.clock() < deadline and any(s.venue == self.trade_venue and len(s.candles())
                                              and s.candles()[-1, 0] == expected - self.bar_ms for s in self.streams):
             await asyncio.sleep(0.02)
-        return int(time.time() * 1000)
+        return int(self.clock() * 1000)
 
     def candles(self):
         data, stale = {}, []
@@ -84,7 +85,7 @@ class PaperSource:
             why = s.health()
             if why and s.venue == self.trade_venue:
                 stale.append(f"{s.symbol}@{s.venue} {why}")
-        return schemas.feed(data, int(time.time() * 1000), "; ".join(stale) or None)
+        return schemas.feed(data, int(self.clock() * 1000), "; ".join(stale) or None)
 
     def bar(self, venue, symbol):
         for s in self.streams:
@@ -104,7 +105,7 @@ class PaperSource:
 
     async def _guard(self, coro):
         try:
-            return schemas.feed(await asyncio.wait_for(coro, self.timeout), int(time.time() * 1000))
+            return schemas.feed(await asyncio.wait_for(coro, self.timeout), int(self.clock() * 1000))
         except Exception as e:  # a feed fails alone, with its reason, and never raises into the cycle
             return schemas.feed(error=f"{type(e).__name__}: {str(e)[:200]}")
 
@@ -128,7 +129,7 @@ class PaperSource:
                 data.setdefault(symbol, {})[venue] = {"rate": float(rate["fundingRate"]), "interval_h": hours,
                                                       "next_ts": int(next_ts),
                                                       "mark": float(rate.get("markPrice") or 0)}
-        feed = schemas.feed(data, int(time.time() * 1000),
+        feed = schemas.feed(data, int(self.clock() * 1000),
                             None if data else "; ".join(errors) or "no funding data")
         feed["partial"] = errors  # what failed while the rest answered
         return feed
@@ -149,7 +150,7 @@ class PaperSource:
             return schemas.feed(error="; ".join(errors))
         transfers = sorted((t for p in answered for t in p["data"]), key=lambda t: t["ts"])
         feed = schemas.feed({"window_s": self.cfg["feeds"]["window_s"], "transfers": transfers},
-                            int(time.time() * 1000))
+                            int(self.clock() * 1000))
         feed["partial"] = errors
         return feed
 
@@ -245,9 +246,9 @@ async def probe(cfg):
 class CandleStream:
     """Closed bars only, no gap and no duplicate: REST fills what the stream missed on start and reconnect."""
 
-    def __init__(self, ex, venue, symbol, market_symbol, bar_ms, history, stale_after):
+    def __init__(self, ex, venue, symbol, market_symbol, bar_ms, history, stale_after, clock=time.time):
         self.ex, self.venue, self.symbol, self.market_symbol = ex, venue, symbol, market_symbol
-        self.bar_ms, self.history, self.stale_after = bar_ms, history, stale_after
+        self.bar_ms, self.history, self.stale_after, self.clock = bar_ms, history, stale_after, clock
         self.timeframe = {60_000: "1m", 300_000: "5m", 900_000: "15m", 3_600_000: "1h"}[bar_ms]
         self.rows = []  # closed candles, ascending open time
         self.open_bar = None  # the bar the stream is still updating
@@ -290,7 +291,7 @@ class CandleStream:
 
     async def backfill(self):
         """Fetches every closed bar after the last one held (or the last `history` bars) over REST."""
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         since = self.rows[-1][0] + self.bar_ms if self.rows else now - (self.history + 1) * self.bar_ms
         while since + self.bar_ms <= now:
             page = await self.ex.fetch_ohlcv(self.market_symbol, self.timeframe, since=since, limit=1000)
