@@ -48,17 +48,17 @@ def test_every_command_answers(tmp_path, monkeypatch):
                 assert "mode sim | running" in status and "last cycle #1500" in status and "feeds:" in status
                 assert "BTC/USDT" in status
                 held = await ask(api, "/positions")
-                assert "[" in held or orch.positions == {}
-                for p in orch.positions.values():  # each stop, and who holds it: the (simulated) venue here
+                assert "[" in held or orch.book.positions == {}
+                for p in orch.book.positions.values():  # each stop, and who holds it: the (simulated) venue here
                     assert p["stop"] is None or f"stop {p['stop']:g} held by the venue" in held
                 pnl = (await ask(api, "/pnl")).splitlines()
                 closed = orch.db.closed_positions()
                 assert pnl[-1].startswith(f"total: {len(closed)} trades") and any(r.startswith("momentum:") for r in pnl)
                 # 1500 sim minutes are 2 UTC days: too few for a Sharpe ratio
                 assert all("Sharpe after 30 days (2 so far)" in r for r in pnl if "no closed trades" not in r)
-                if orch.positions:  # the open positions' unrealized PnL, to the cent, in the total row
-                    upnl = sum(p["unrealized_pnl"] for p in orch.positions.values())
-                    assert f"{len(orch.positions)} open: unrealized {upnl:+.2f}" in pnl[-1]
+                if orch.book.positions:  # the open positions' unrealized PnL, to the cent, in the total row
+                    upnl = sum(p["unrealized_pnl"] for p in orch.book.positions.values())
+                    assert f"{len(orch.book.positions)} open: unrealized {upnl:+.2f}" in pnl[-1]
                 trades = (await ask(api, "/trades 3")).splitlines()
                 assert len(trades) == 3 and "pnl" in trades[0]
                 assert "usage: /trades [n]" in await ask(api, "/trades 0")
@@ -69,16 +69,16 @@ def test_every_command_answers(tmp_path, monkeypatch):
                     orch.last["started_at"] / 1000)))
                 assert f"({len(closed)} trades)" in await ask(api, "/monthly 1")  # 1500 sim minutes: one month
                 assert "usage: /weekly [n]" in await ask(api, "/weekly 0")
-                assert (await ask(api, "/balance")).startswith(f"equity {orch.equity():.2f}")
+                assert (await ask(api, "/balance")).startswith(f"equity {orch.book.equity():.2f}")
                 assert "[risk]\nrisk_per_trade = " in await ask(api, "/config risk")
                 assert "no section [nope]" in await ask(api, "/config nope")
                 assert await ask(api, "/resume") == "not halted: nothing to resume"
                 assert "no open position 'nope'" in await ask(api, "/forceexit nope")
-                pid = next(iter(orch.positions))  # the sim holds some after 1500 cycles
+                pid = next(iter(orch.book.positions))  # the sim holds some after 1500 cycles
                 assert f"Close {pid} at market?" in await ask(api, f"/forceexit {pid}")
-                assert pid in orch.positions  # not before the second yes
+                assert pid in orch.book.positions  # not before the second yes
                 assert (await ask(api, f"/forceexit {pid}")).startswith(pid)
-                assert pid not in orch.positions or orch.positions[pid]["status"] == "closing"
+                assert pid not in orch.book.positions or orch.book.positions[pid]["status"] == "closing"
                 assert "entries stopped" in await ask(api, "/stopentry") and orch.control.entries_stopped
                 assert await ask(api, "/startentry") == "entries allowed again" and not orch.control.entries_stopped
                 assert "unknown command" in await ask(api, "/nope") and "unknown command" in await ask(api, "hi")
@@ -172,7 +172,7 @@ def test_flatten_needs_confirmation(tmp_path, monkeypatch):
 
         async def go():
             await orch.run(cycles=3, interval=0)
-            assert orch.positions
+            assert orch.book.positions
             orch.control.kill("test")  # flatten works while halted: it is the operator's explicit order
             bot = Bot(cfg, orch)
             await bot.start()
@@ -181,11 +181,11 @@ def test_flatten_needs_confirmation(tmp_path, monkeypatch):
                 assert "Press the button or send /flatten again" in asked
                 markup = next(m for _, t, m in api.sent if t == asked)  # alerts may have been sent since
                 assert markup["inline_keyboard"][0][0]["callback_data"].startswith("flatten#")
-                assert orch.positions
+                assert orch.book.positions
                 before = len(api.sent)
                 api.press("flatten")
                 await until(lambda: any(t.startswith("flatten:") for t in replies(api, OPERATOR, before)))
-                assert "closed, 0 still open" in replies(api, OPERATOR, before)[-1] and not orch.positions
+                assert "closed, 0 still open" in replies(api, OPERATOR, before)[-1] and not orch.book.positions
                 assert api.answered
                 assert "no longer works" in (await ask_press(api, "flatten"))
                 await until(lambda: any(e[2].endswith("(confirmed)") and e[3] is None for e in api.edits))
@@ -266,10 +266,10 @@ def test_a_difference_with_the_exchange_is_settled_only_once_confirmed(tmp_path,
                 assert "no difference 2" in await ask(api, "/adopt 2")
                 asked = await ask(api, "/adopt 1")
                 assert "set the books from 0 to the exchange's -0.2" in asked and "/adopt 1 again" in asked
-                assert not [p for p in orch.positions.values() if p["strategy"] == "operator"]  # not before yes
+                assert not [p for p in orch.book.positions.values() if p["strategy"] == "operator"]  # not before yes
                 assert "no longer works" in await press(api, "flatten")  # another action's button: not this
                 assert (await ask(api, "/adopt 1")).startswith("settled:")
-                [adopted] = [p for p in orch.positions.values() if p["strategy"] == "operator"]
+                [adopted] = [p for p in orch.book.positions.values() if p["strategy"] == "operator"]
                 assert adopted["side"] == "sell" and adopted["legs"][0]["qty"] == 0.2 and orch.control.is_halted()
                 assert not orch.gaps and "by the operator" in orch.db.conn.execute(
                     "SELECT text FROM alerts ORDER BY id DESC").fetchone()[0]
@@ -292,25 +292,25 @@ def test_an_older_button_never_confirms_and_every_button_goes_once_used_replaced
 
         async def go():
             await orch.run(cycles=3, interval=0)
-            held = len(orch.positions)
+            held = len(orch.book.positions)
             assert held
             bot = Bot(cfg, orch)
             await bot.start()
             try:
                 question = await ask(api, "/flatten")
                 first = next(i + 1 for i, (_, t, _) in enumerate(api.sent) if t == question)  # its message id
-                pid = next(iter(orch.positions))
+                pid = next(iter(orch.book.positions))
                 await ask(api, f"/forceexit {pid}")  # another question replaces the first
                 await ask(api, "/flatten")  # and a new /flatten is pending when the first button is pressed
                 assert "no longer works" in await press(api, "flatten", first)  # the old button, pressed late
-                assert len(orch.positions) == held  # nothing was closed by it
+                assert len(orch.book.positions) == held  # nothing was closed by it
                 await until(lambda: any(e[1] == first and e[2].endswith("(replaced by a newer question)")
                                         and e[3] is None for e in api.edits))
                 monkeypatch.setattr(vigil.bot, "CONFIRM_S", 0.2)
                 asked = await ask(api, f"/forceexit {pid}")
                 await until(lambda: any(e[2] == asked + " (expired)" and e[3] is None for e in api.edits))
                 assert "no longer works" in await press(api, "forceexit")
-                assert len(orch.positions) == held
+                assert len(orch.book.positions) == held
             finally:
                 await bot.stop()
         asyncio.run(go())

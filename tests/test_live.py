@@ -271,7 +271,7 @@ def test_the_operator_settles_a_difference_by_adopting_or_closing_it(tmp_path, m
                 "funding": 0.0, "realized_pnl": 0.0, "unrealized_pnl": 0.0, "closed_at": None,
                 "close_reason": None, "proposal_id": "5:momentum:BTC/USDT:open", "stop_order": None}
         orch.db.save_position(held)
-        orch.positions[held["id"]] = held
+        orch.book.positions[held["id"]] = held
 
         async def go():
             try:

@@ -37,7 +37,7 @@ def test_same_seed_same_trades(tmp_path):
     a = run(make(tmp_path / "a"), 1500)
     b = run(make(tmp_path / "b"), 1500)
     assert trades(a.db) and trades(a.db) == trades(b.db)
-    assert a.equity() == b.equity()
+    assert a.book.equity() == b.book.equity()
 
 
 def test_every_step_is_recorded(tmp_path):
@@ -197,7 +197,7 @@ def test_a_paused_strategy_stops_entering_but_still_exits(tmp_path):
     run(orch, 800)
     orch.control.set_paused("funding_arb", True)
     paused_at = orch.last["started_at"]
-    held = set(orch.positions)
+    held = set(orch.book.positions)
     run(orch, 3000)
     after = [p for p in orch.db.positions() if p["opened_at"] > paused_at]
     closed = [p for p in orch.db.positions("closed") if p["closed_at"] > paused_at and p["id"] in held]
@@ -231,7 +231,7 @@ def test_stopped_entries_let_exits_go_on_and_survive_a_restart(tmp_path):
     orch = make(tmp_path, enabled="funding_arb, momentum, mean_reversion")
     run(orch, 800)
     orch.control.stop_entries(True)
-    stopped_at, held = orch.last["started_at"], set(orch.positions)
+    stopped_at, held = orch.last["started_at"], set(orch.book.positions)
     orch.db.close()
     again = make(tmp_path, enabled="funding_arb, momentum, mean_reversion")  # a restart
     for _ in range(again.cycle_n):  # the sim's market continues where it was, as run.py does
@@ -269,7 +269,7 @@ def test_a_nan_or_inf_from_a_source_idles_what_it_touches_and_never_reaches_a_nu
     assert rec["states"]["BTC/USDT"] == "unknown" and math.isfinite(rec["equity"])
     orch.source.candles, orch.source.feeds = real_candles, real_feeds
     run(orch, 400)  # once the bad bar has left the window the symbol trades again
-    assert math.isfinite(orch.equity()) and orch.last["states"]["BTC/USDT"] != "unknown"
+    assert math.isfinite(orch.book.equity()) and orch.last["states"]["BTC/USDT"] != "unknown"
 
 
 def test_the_cycle_notes_say_when_a_venue_stop_was_placed_and_when_it_fired(tmp_path):

@@ -84,7 +84,7 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     def sample(rec):
         """Streams the equity curve to its file and keeps only running exposure figures in memory."""
         equity, gross = rec["equity"], 0.0
-        for p in orch.positions.values():
+        for p in orch.book.positions.values():
             for leg in p["legs"]:
                 gross += leg["qty"] * leg["mark"]
         if curve:  # six decimals: a full float repr (csv.writer's) costs about 1 us a cycle

@@ -147,7 +147,7 @@ class Bot:
         o, rec = self.orch, self.orch.last
         lines = [f"mode {self.cfg['vigil']['mode']} | "
                  + (f"HALTED: {o.control.halt['reason']}" if o.control.halt else "running"),
-                 f"equity {o.equity():.2f} | open positions {len(o.positions)}"]
+                 f"equity {o.book.equity():.2f} | open positions {len(o.book.positions)}"]
         if rec:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec["started_at"] / 1000))
             lines.append(f"last cycle #{rec['n']} at {stamp} UTC took {rec['duration_ms']:.1f} ms")
@@ -169,7 +169,7 @@ class Bot:
 
     async def positions(self, update, context):
         rows = []
-        for p in self.orch.positions.values():
+        for p in self.orch.book.positions.values():
             legs = "; ".join(f"{leg['side']} {leg['qty']:g} {leg['symbol']}@{leg['venue']} "
                              f"in {leg['entry']:.2f} now {leg['mark']:.2f}" for leg in p["legs"])
             levels = "" if p["stop"] is None else f" | stop {p['stop']:g} " + (
@@ -186,7 +186,7 @@ class Bot:
         stats = report.summary(closed, report.capital(self.cfg))
         stats["total"] = report.total(closed, self.cfg["vigil"]["starting_equity"])
         open_ = {}
-        for p in self.orch.positions.values():
+        for p in self.orch.book.positions.values():
             for key in (p["strategy"], "total"):
                 n, upnl, funding = open_.get(key, (0, 0.0, 0.0))
                 open_[key] = (n + 1, upnl + p["unrealized_pnl"], funding + p["funding"])
@@ -294,8 +294,8 @@ class Bot:
         clients = getattr(self.orch.executor.broker, "clients", None)
         if not clients:  # sim and paper trade no wallet: the books are the balance
             o = self.orch
-            await self._reply(update, f"equity {o.equity():.2f} (start {self.cfg['vigil']['starting_equity']:.2f}, "
-                                      f"closed PnL {o.closed_pnl:+.2f}, open positions {len(o.positions)})")
+            await self._reply(update, f"equity {o.book.equity():.2f} (start {self.cfg['vigil']['starting_equity']:.2f}, "
+                                      f"closed PnL {o.book.closed_pnl:+.2f}, open positions {len(o.book.positions)})")
             return
         lines = []
         for venue, ex in clients.items():
@@ -348,7 +348,7 @@ class Bot:
         await self._reply(update, "resumed: trading goes on from the next cycle")
 
     async def flatten(self, update, context):
-        await self._ask(update, "flatten", "Close every position", f"Close all {len(self.orch.positions)} open "
+        await self._ask(update, "flatten", "Close every position", f"Close all {len(self.orch.book.positions)} open "
                                                                    "positions?")
 
     async def adopt(self, update, context):
@@ -446,7 +446,7 @@ class Bot:
 
     async def forceexit(self, update, context):
         pid = context.args[0] if context.args else ""
-        if pid not in self.orch.positions:
+        if pid not in self.orch.book.positions:
             await self._reply(update, f"no open position '{pid}'; /positions lists them")
             return
         await self._ask(update, f"forceexit:{pid}", "Close it", f"Close {pid} at market?")
@@ -555,8 +555,8 @@ class Bot:
                 self.db.put("summary_day", day)
                 stats = report.summary(self.db.closed_positions(), report.capital(self.cfg))
                 total = sum(f["net_pnl"] for f in stats.values())
-                self.orch.control.alert("summary", f"daily summary {day}: equity {self.orch.equity():.2f}, "
-                                           f"{len(self.orch.positions)} open, net PnL {total:+.2f} over "
+                self.orch.control.alert("summary", f"daily summary {day}: equity {self.orch.book.equity():.2f}, "
+                                           f"{len(self.orch.book.positions)} open, net PnL {total:+.2f} over "
                                            f"{sum(f['trades'] for f in stats.values())} trades"
                                            f"{', HALTED' if self.orch.control.halt else ''}")
             await asyncio.sleep(60)

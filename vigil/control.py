@@ -1,6 +1,8 @@
-"""Holds the operator's switches (halt, paused strategies, stopped entries), the veto in force and the alerts, each
-persisted before anyone acts on it."""
+"""Holds what may stop trading (the operator's switches, the veto in force, cycles that keep failing) and the alerts
+that say so, each persisted before anyone acts on it."""
 import time
+
+FAIL_HALT = 3  # cycles in a row that raise before trading halts
 
 
 class Control:
@@ -21,6 +23,9 @@ class Control:
         self.in_flight = "idle"
         self.new_config = None  # (section, key, value) changes /reload validated, applied before the next cycle
         self.listeners = []  # callables(kind, text) for alerts, e.g. the Telegram bot
+        self.failures = 0  # cycles in a row that raised (the loop resets it)
+        self.failing, self.down = set(), set()  # strategies that fail, feeds that are down, as last alerted
+        self.last_answers = None  # the feeds' errors and strategies' answers last compared
 
     def alert(self, kind, text):
         """Stored first (the bot sends from the database, in order), then handed to the listeners."""
@@ -67,3 +72,28 @@ class Control:
             self.db.put("veto", veto)
         if bool(veto) != bool(active):
             self.alert("veto", f"veto on: {veto['reason']}" if veto else "veto off")
+
+    def failed(self, reason):
+        """A cycle raised: alerted; FAIL_HALT in a row halt trading, since every cycle would fail the same way."""
+        self.alert("error", reason)
+        self.failures += 1
+        if self.failures >= FAIL_HALT and not self.is_halted():
+            self.kill(f"{self.failures} cycles in a row failed, the last: {reason}")
+
+    def answers(self, feeds, strategies):
+        """Strategies failing and feeds going down ({name: error or None}, {name: answer}) are alerted when they
+        start, and when they recover."""
+        if (feeds, strategies) == self.last_answers:  # word for word as last cycle: nothing started or recovered
+            return
+        self.last_answers = (feeds, strategies)
+        failing = {name for name, what in strategies.items() if what.startswith("error:")}
+        down = {k for k, err in feeds.items() if err}
+        for name in sorted(failing - self.failing):
+            self.alert("error", f"strategy {name} failed: {strategies[name][7:]}")
+        for name in sorted(self.failing - failing):
+            self.alert("error", f"strategy {name} works again")
+        for k in sorted(down - self.down):
+            self.alert("feed", f"feed {k} down: {feeds[k]}")
+        for k in sorted(self.down - down):
+            self.alert("feed", f"feed {k} back")
+        self.failing, self.down = failing, down

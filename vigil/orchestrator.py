@@ -16,7 +16,6 @@ from vigil.market_state import Trend
 
 log = logging.getLogger("vigil.orchestrator")
 PRUNE_EVERY = 500  # cycles between retention sweeps
-FAIL_HALT = 3  # cycles in a row that raise before trading halts
 YIELD_EVERY_S = 0.005  # back-to-back cycles (a backtest) give the event loop a turn this often
 
 
@@ -35,29 +34,19 @@ class Orchestrator:
                                  cfg["risk"]["venue_stops"], clock)
         self.console = console if cfg["vigil"]["console"] else None
         self.trend = Trend(cfg["market"]["trade_venue"], cfg["market_state"])
-        self._load_positions()
+        self.book = tracker.Book(db, cfg["vigil"], self.control.alert)
         self.cycle_n = db.last_cycle()
-        self.day_start = db.get("day_start")
         self.stopping = False
         self.last = None  # the last CycleRecord, for status and /why
         self.on_cycle = []  # callables(CycleRecord) after each recorded cycle, e.g. the watchdog
         self.on_inputs = []  # callables(inputs) before the decisions, e.g. the flight recorder
         self.reconciler = None  # live: async () -> (problems, notices), run at start and every few cycles
         self.trading = asyncio.Lock()  # execute+track and a flatten never interleave their orders
-        self.feed_errors = set()
-        self.failing = set()
-        self.answers = None  # the feeds' errors and strategies' answers last compared
         self.reported = set()  # reconciliation findings already alerted: each is alerted once
-        self.failures = 0  # cycles in a row that raised
         self.bad_bars = {}  # (venue, symbol) -> open time of a bar with a nan, inf or price <= 0 still in the window
         self.checkpoints = False  # a process that can be restarted keeps what the next cycle starts from
         self.config_path = None  # the file /reload reads again
         self.gaps = []  # the last reconciliation's position differences, for the operator to settle
-
-    def _load_positions(self):
-        """The live positions and the closed PnL as the database holds them (start, and after a halt mid-step)."""
-        self.positions = {p["id"]: p for p in self.db.positions(*schemas.POSITION_LIVE)}
-        self.closed_pnl = self.db.realized_pnl(closed_only=True)
 
     # --- the operator's orders -------------------------------------------------------------------
     async def flatten(self):
@@ -66,11 +55,11 @@ class Orchestrator:
             self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
             now = self.last["started_at"] if self.last else int(self.clock() * 1000)
             closed = 0
-            for position in list(self.positions.values()):
+            for position in list(self.book.positions.values()):
                 position = await self.executor.close(position, self.cycle_n + 1, now, "flatten", "flatten", force=True)
-                self._book(position)
+                self.book.book(position)
                 closed += position["status"] == "closed"
-            return closed, len(self.positions)
+            return closed, len(self.book.positions)
 
     async def reconcile(self):
         """Resolves what the exchange can prove; anything else halts trading with every difference named."""
@@ -79,7 +68,7 @@ class Orchestrator:
         async with self.trading:
             now = self.last["started_at"] if self.last else int(self.clock() * 1000)
             await self.executor.recover(self.cycle_n + 1, now)  # books what a crash or a late fill left
-            self._load_positions()
+            self.book.load()
             problems, notices, self.gaps = await self.reconciler()
         for text in problems + notices:
             if text not in self.reported:  # the same finding is alerted once, not every few cycles
@@ -91,14 +80,14 @@ class Orchestrator:
     async def force_exit(self, position_id):
         """Closes one position at market now, even while halted (the operator's order); None if it is not open."""
         async with self.trading:
-            position = self.positions.get(position_id)
+            position = self.book.positions.get(position_id)
             if position is None:
                 return None
             self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
             now = self.last["started_at"] if self.last else int(self.clock() * 1000)
             position = await self.executor.close(position, self.cycle_n + 1, now, "forceexit", "forceexit",
                                                  force=True)
-            self._book(position)
+            self.book.book(position)
             return position
 
     async def settle_gap(self, gap, close):
@@ -108,13 +97,13 @@ class Orchestrator:
             self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
             now = self.last["started_at"] if self.last else int(self.clock() * 1000)
             changed = []
-            for position in self.executor.adopt(gap, list(self.positions.values()), self.cycle_n + 1, now):
+            for position in self.executor.adopt(gap, list(self.book.positions.values()), self.cycle_n + 1, now):
                 position = await self.executor.protect(position, self.cycle_n + 1, now)  # a written-down stop
-                self._book(position)
+                self.book.book(position)
                 if close and position["strategy"] == "operator" and position["status"] == "open":
                     position = await self.executor.close(position, self.cycle_n + 1, now, "operator close",
                                                          "operator", force=True)
-                    self._book(position)
+                    self.book.book(position)
                 changed.append(position)
         self.gaps = [g for g in self.gaps if g is not gap]
         self.reported.clear()  # a difference that remains is alerted again at the next reconciliation
@@ -177,14 +166,14 @@ class Orchestrator:
         self.executor.first_sent = None
         try:
             await self._steps(n, now, rec)
-            self.failures = 0
+            self.control.failures = 0
         except Halted as e:
             rec["notes"].append(str(e))
-            self._load_positions()  # the executor may have booked more
+            self.book.load()  # the executor may have booked more
         except Exception as e:  # a bug or a bad answer: recorded and alerted; the loop and the bot go on
             self._failed(n, rec, e)
         rec["halted"] = self.control.is_halted()
-        rec["equity"] = self.equity()
+        rec["equity"] = self.book.equity()
         rec["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
         if self.checkpoints:
             with self.db.tx():  # the row and what the next cycle starts from commit together
@@ -207,22 +196,18 @@ class Orchestrator:
 
     def _failed(self, n, rec, e):
         """A cycle that raised: the traceback to the log, the reason to the cycle row and the phone; the books
-        are reloaded (the step may have stopped between an order and its position), and FAIL_HALT failures in a
-        row halt trading, since every cycle would fail the same way."""
+        are reloaded (the step may have stopped between an order and its position)."""
         log.exception("cycle %d failed in %s", n, self.control.in_flight)
         reason = f"cycle {n} failed in {self.control.in_flight}: {type(e).__name__}: {e}"[:500]
         rec["notes"].append(reason)
-        self.control.alert("error", reason)
-        self._load_positions()
-        self.failures += 1
-        if self.failures >= FAIL_HALT and not self.control.is_halted():
-            self.control.kill(f"{self.failures} cycles in a row failed, the last: {reason}")
+        self.control.failed(reason)
+        self.book.load()
 
     def _checkpoint(self, n):
         """What cycle n + 1 starts from and the rows do not hold: the positions' marks (their unrealized PnL
         sizes trades), the closed PnL as summed, the running ADX/ATR/volatility, the veto as the cycle ended."""
-        return {"n": n, "fill": self.db.last_fill(), "closed_pnl": self.closed_pnl,
-                "positions": list(self.positions.values()), "veto": self.control.veto, "trend": self.trend.dump()}
+        return {"n": n, "fill": self.db.last_fill(), "closed_pnl": self.book.closed_pnl,
+                "positions": list(self.book.positions.values()), "veto": self.control.veto, "trend": self.trend.dump()}
 
     def restore(self, replays_exactly):
         """Goes on from the last cycle's checkpoint, so that a restart decides as the process would have.
@@ -242,8 +227,8 @@ class Orchestrator:
         if cycles and not (replays_exactly and cycles == {self.cycle_n + 1}):
             log.warning("trades since the checkpoint of cycle %d: positions taken from the database", self.cycle_n)
             return
-        self.positions = {p["id"]: {"stop_order": None, **p} for p in saved["positions"]}  # saved before stops
-        self.closed_pnl = saved["closed_pnl"]
+        self.book.positions = {p["id"]: {"stop_order": None, **p} for p in saved["positions"]}  # saved before stops
+        self.book.closed_pnl = saved["closed_pnl"]
 
     def _step(self, name):
         if self.control.halt is not None:
@@ -259,8 +244,8 @@ class Orchestrator:
         bars = self._bars()
         prices = {key: bar["close"] for key, bar in bars.items()}
         inputs = {"n": n, "now": now, "candles": candles, "trend": self.trend.update(candles), "feeds": feeds,
-                  "positions": list(self.positions.values()), "equity": self.equity(),
-                  "day_start_equity": self._day_start(now), "prices": prices, "veto": self.control.veto,
+                  "positions": list(self.book.positions.values()), "equity": self.book.equity(),
+                  "day_start_equity": self.book.day_start_equity(now), "prices": prices, "veto": self.control.veto,
                   "paused": self.control.paused_names, "entries_stopped": self.control.entries_stopped}
         for hook in self.on_inputs:
             hook(inputs)
@@ -268,7 +253,7 @@ class Orchestrator:
                           lambda kind, items: self._save(n, kind, items))
         closed = self._closed_at(candles)
         self.control.set_veto(rec["veto"])
-        self._alert_changes(rec)
+        self.control.answers(rec["feeds"], rec["strategies"])
         decided = self.clock()
         async with self.trading:
             await self._execute_and_track(n, now, rec, verdicts, feeds, bars)
@@ -288,32 +273,11 @@ class Orchestrator:
         opens = [c[-1, 0] for c in series if len(c)]
         return max(opens) + TIMEFRAME_MS[self.cfg["market"]["timeframe"]] if opens else None
 
-    def _alert_changes(self, rec):
-        """Strategies failing and feeds going down are alerted when they start, and when they recover."""
-        answers = (rec["feeds"], rec["strategies"])
-        if answers == self.answers:  # word for word as last cycle: nothing started or recovered
-            return
-        self.answers = answers
-        failing = {name for name, what in rec["strategies"].items() if what.startswith("error:")}
-        down = {k for k, err in rec["feeds"].items() if err}
-        if failing == self.failing and down == self.feed_errors:
-            return
-        for name in sorted(failing - self.failing):
-            self.control.alert("error", f"strategy {name} failed: {rec['strategies'][name][7:]}")
-        for name in sorted(self.failing - failing):
-            self.control.alert("error", f"strategy {name} works again")
-        self.failing = failing
-        for k in sorted(down - self.feed_errors):
-            self.control.alert("feed", f"feed {k} down: {rec['feeds'][k]}")
-        for k in sorted(self.feed_errors - down):
-            self.control.alert("feed", f"feed {k} back")
-        self.feed_errors = down
-
     async def _execute_and_track(self, n, now, rec, verdicts, feeds, bars):
         self._step("execute")
         for position in (await self.executor.follow(n, now, replaying=True)).values():  # earlier cycles' orders
-            self._stop_note(self.positions.get(position["id"]), position, rec)
-            self._book(position)
+            self._stop_note(self.book.positions.get(position["id"]), position, rec)
+            self.book.book(position)
         acted = set()  # positions that sent an exit this cycle: the tracker sends none of its own
         for verdict, trade in verdicts:
             if trade is None:
@@ -325,19 +289,19 @@ class Orchestrator:
                 self._stop_note(None, position, rec)
                 if position["status"] != "void":
                     self.control.alert("trade", f"opened {position['id']}: {p['reason']}")
-                self._book(position)
-            elif p["position_id"] in self.positions:  # not if an order followed above has just closed it
+                self.book.book(position)
+            elif p["position_id"] in self.book.positions:  # not if an order followed above has just closed it
                 acted.add(p["position_id"])
-                await self._close(self.positions[p["position_id"]], n, now, p["reason"], rec)
+                await self._close(self.book.positions[p["position_id"]], n, now, p["reason"], rec)
 
         self._step("track")
         funding = feeds["funding"]["data"] if feeds["funding"]["ok"] else None
-        for pid in list(self.positions):
-            old = self.positions[pid]
+        for pid in list(self.book.positions):
+            old = self.book.positions[pid]
             position, reason, level = tracker.mark(old, bars, funding, now)
             if position["funding"] != old["funding"]:
                 self.db.save_position(position)  # booked funding is money: stored at once; marks are recomputed
-            self.positions[pid] = position
+            self.book.positions[pid] = position
             if reason and pid not in acted:
                 rec["orders"] += len(position["legs"])
                 await self._close(position, n, now, reason, rec, level)
@@ -370,7 +334,7 @@ class Orchestrator:
 
     async def _close(self, position, n, now, reason, rec, level=None):
         position = await self.executor.close(position, n, now, reason, level=level)
-        self._book(position)
+        self.book.book(position)
         if position["status"] != "closed":
             rec["notes"].append(f"exit of {position['id']} not complete yet: followed next cycle")
 
@@ -382,17 +346,6 @@ class Orchestrator:
         elif new["stop_order"] and new["stop_order"] != (old or {}).get("stop_order"):
             rec["notes"].append(f"{new['id']}: stop at {new['stop']:g} for {new['legs'][0]['qty']:g} held by the "
                                 f"venue ({new['stop_order']})")
-
-    def _book(self, position):
-        """Keeps the in-memory live positions and the closed PnL in step with the database."""
-        if position["status"] in schemas.POSITION_LIVE:
-            self.positions[position["id"]] = position
-            return
-        self.positions.pop(position["id"], None)
-        self.closed_pnl += position["realized_pnl"]  # void: nothing filled, nothing realized
-        if position["status"] == "closed":
-            self.control.alert("trade", f"closed {position['id']} ({position['close_reason']}): "
-                                f"pnl {position['realized_pnl']:+.2f}")
 
     def _usable(self, candles, rec):
         """The candle window without the series that hold a bar with a nan, an inf or a price <= 0: such a
@@ -425,19 +378,6 @@ class Orchestrator:
                     bars[(venue, symbol)] = bar
         return bars
 
-    def equity(self):
-        equity = self.cfg["vigil"]["starting_equity"] + self.closed_pnl
-        for p in self.positions.values():
-            equity += p["realized_pnl"] + p["unrealized_pnl"]
-        return equity
-
-    def _day_start(self, now):
-        day = now // 86_400_000
-        if not self.day_start or self.day_start["day"] != day:
-            self.day_start = {"day": day, "equity": self.equity()}
-            self.db.put("day_start", self.day_start)
-        return self.day_start["equity"]
-
     def _line(self, rec):
         short = {"trending": "T", "ranging": "R", "volatile": "V", "unknown": "?"}
         states = " ".join(f"{s.split('/')[0]}:{short[v]}" for s, v in rec["states"].items())
@@ -446,6 +386,6 @@ class Orchestrator:
         props = sum(1 for v in rec["strategies"].values() if v.startswith(("open", "close")))
         return (f"#{rec['n']:<6} {stamp} {states} | prop {props} ok {approved} "
                 f"rej {len(rec['verdicts']) - approved}{' VETO' if rec['veto'] else ''} | orders {rec['orders']} "
-                f"| open {len(self.positions)} | eq {rec['equity']:.2f} | {rec['duration_ms']:.1f}ms"
+                f"| open {len(self.book.positions)} | eq {rec['equity']:.2f} | {rec['duration_ms']:.1f}ms"
                 f"{' | HALTED' if rec['halted'] else ''}")
 

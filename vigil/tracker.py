@@ -1,4 +1,5 @@
-"""Books fills into positions and marks them to market: stops, targets, time exits and funding per leg."""
+"""Keeps the positions: books fills into them, marks them to market (stops, targets, time exits, funding per leg)
+and holds the live ones with the closed PnL."""
 from vigil import schemas
 
 DUST = 1e-9  # a leg smaller than this fraction of its opening size counts as closed
@@ -132,3 +133,43 @@ def _exit(position, bar, now):
     if position["exit_by"] and now >= position["exit_by"]:
         return "time", None
     return None, None
+
+
+class Book:
+    """The live positions and the closed PnL as the database holds them, kept in step as positions change."""
+
+    def __init__(self, db, settings, alert):
+        self.db = db
+        self.settings = settings  # the [vigil] section: starting_equity
+        self.alert = alert
+        self.day_start = db.get("day_start")
+        self.load()
+
+    def load(self):
+        """From the database (start, and after a halt or a failure mid-step)."""
+        self.positions = {p["id"]: p for p in self.db.positions(*schemas.POSITION_LIVE)}
+        self.closed_pnl = self.db.realized_pnl(closed_only=True)
+
+    def book(self, position):
+        if position["status"] in schemas.POSITION_LIVE:
+            self.positions[position["id"]] = position
+            return
+        self.positions.pop(position["id"], None)
+        self.closed_pnl += position["realized_pnl"]  # void: nothing filled, nothing realized
+        if position["status"] == "closed":
+            self.alert("trade", f"closed {position['id']} ({position['close_reason']}): "
+                                f"pnl {position['realized_pnl']:+.2f}")
+
+    def equity(self):
+        equity = self.settings["starting_equity"] + self.closed_pnl
+        for p in self.positions.values():
+            equity += p["realized_pnl"] + p["unrealized_pnl"]
+        return equity
+
+    def day_start_equity(self, now):
+        """Equity at the first cycle of the UTC day of now: the daily loss limit counts from it."""
+        day = now // 86_400_000
+        if not self.day_start or self.day_start["day"] != day:
+            self.day_start = {"day": day, "equity": self.equity()}
+            self.db.put("day_start", self.day_start)
+        return self.day_start["equity"]
