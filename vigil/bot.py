@@ -144,76 +144,21 @@ class Bot:
 
     # --- commands ----------------------------------------------------------------------------------
     async def status(self, update, context):
-        o, rec = self.orch, self.orch.last
-        lines = [f"mode {self.cfg['vigil']['mode']} | "
-                 + (f"HALTED: {o.control.halt['reason']}" if o.control.halt else "running"),
-                 f"equity {o.book.equity():.2f} | open positions {len(o.book.positions)}"]
-        if rec:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec["started_at"] / 1000))
-            lines.append(f"last cycle #{rec['n']} at {stamp} UTC took {rec['duration_ms']:.1f} ms")
-            if rec.get("latency_ms"):
-                late = rec["latency_ms"]
-                lines.append(f"candle close -> decision {late['decision']} ms" + (
-                    f", -> first order {late['first_order']} ms" if late["first_order"] is not None else ""))
-            lines.append("state: " + ", ".join(f"{s} {v}" for s, v in rec["states"].items()))
-            lines.append("feeds: " + ", ".join(f"{k} {'ok' if err is None else 'DOWN (' + err + ')'}"
-                                                for k, err in rec["feeds"].items()))
-            if rec["veto"]:
-                lines.append(f"veto: {rec['veto']['reason']}")
-        else:
-            lines.append("no cycle yet")
-        paused = o.control.paused()
-        if paused:
-            lines.append("paused: " + ", ".join(sorted(paused)))
-        await self._reply(update, "\n".join(lines))
+        o = self.orch
+        await self._reply(update, report.status(self.cfg["vigil"]["mode"], o.control, o.book, o.last))
 
     async def positions(self, update, context):
-        rows = []
-        for p in self.orch.book.positions.values():
-            legs = "; ".join(f"{leg['side']} {leg['qty']:g} {leg['symbol']}@{leg['venue']} "
-                             f"in {leg['entry']:.2f} now {leg['mark']:.2f}" for leg in p["legs"])
-            levels = "" if p["stop"] is None else f" | stop {p['stop']:g} " + (
-                "held by the venue" if p.get("stop_order") else "watched by Vigil")
-            levels += "" if p["target"] is None else f" | target {p['target']:g}"
-            rows.append(f"{p['id']} [{p['strategy']}] {legs} | pnl {p['unrealized_pnl']:+.2f} "
-                        f"funding {p['funding']:+.2f}{levels}{'' if p['status'] == 'open' else ' ' + p['status'].upper()}")
-        await self._reply(update, "\n".join(rows) or "no open positions")
+        await self._reply(update, report.positions(self.orch.book.positions.values()))
 
     async def pnl(self, update, context):
-        """Realized per strategy, the open positions' unrealized PnL and funding beside it, and a total row;
-        Sharpe and Sortino only from 30 days of returns on (fewer say how many there are)."""
-        closed = self.db.closed_positions()
-        stats = report.summary(closed, report.capital(self.cfg))
-        stats["total"] = report.total(closed, self.cfg["vigil"]["starting_equity"])
-        open_ = {}
-        for p in self.orch.book.positions.values():
-            for key in (p["strategy"], "total"):
-                n, upnl, funding = open_.get(key, (0, 0.0, 0.0))
-                open_[key] = (n + 1, upnl + p["unrealized_pnl"], funding + p["funding"])
-        rows = []
-        for name in [s for s in stats if s != "total"] + sorted(set(open_) - set(stats)) + ["total"]:
-            f, (n, upnl, funding) = stats.get(name), open_.get(name, (0, 0.0, 0.0))
-            if f is None and not n:
-                continue
-            row = f"{name}: " + ("no closed trades" if f is None else
-                                 f"{f['trades']} trades, win {f['win_rate']:.0%}, net {f['net_pnl']:+.2f}")
-            if n:
-                row += f" | {n} open: unrealized {upnl:+.2f}, funding {funding:+.2f}"
-            if f and f["sharpe"] is not None and f["days"] >= report.SHARPE_DAYS:
-                row += f" | Sharpe {f['sharpe']:.2f}, Sortino {format(f['sortino'], '.2f') if f['sortino'] else '-'}"
-            elif f:
-                row += f" | Sharpe after {report.SHARPE_DAYS} days ({f['days']} so far)"
-            rows.append(row)
-        await self._reply(update, "\n".join(rows) if len(rows) > 1 else "no trades yet")
+        await self._reply(update, report.pnl(self.cfg, self.db.closed_positions(), self.orch.book.positions.values()))
 
     async def trades(self, update, context):
         arg = context.args[0] if context.args else "10"
         if not arg.isdigit() or not 1 <= int(arg) <= 50:
             await self._reply(update, "usage: /trades [n], n from 1 to 50")
             return
-        rows = [f"{p['id']} [{p['strategy']}] {p['side']} {p['symbol']}: {p['close_reason']}, "
-                f"pnl {p['realized_pnl']:+.2f}" for p in self.db.closed_positions(limit=int(arg))]
-        await self._reply(update, _newest(rows) or "no closed trades yet")
+        await self._reply(update, report.trades(self.db.closed_positions(limit=int(arg)), MAX_TEXT))
 
     async def reload(self, update, context):
         path = self.orch.config_path
@@ -265,7 +210,7 @@ class Bot:
             return
         for secret in process.secret_values(self.cfg):  # the file is redacted already; a secret set since is not
             lines = [line.replace(secret, "***") for line in lines]
-        await self._reply(update, _newest(lines) or "the log is empty")
+        await self._reply(update, report.newest(lines, MAX_TEXT) or "the log is empty")
 
     async def daily(self, update, context):
         await self._periods(update, context, "day", 7)
@@ -282,12 +227,7 @@ class Bot:
             await self._reply(update, f"usage: /{'daily' if unit == 'day' else unit + 'ly'} [n], n from 1 to 60")
             return
         now = self.orch.last["started_at"] if self.orch.last else int(time.time() * 1000)
-        lines = []
-        for label, by in report.periods(self.db.closed_positions(), unit, int(arg), now):
-            total, count = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
-            parts = ", ".join(f"{name} {v[0]:+.2f} ({v[1]})" for name, v in sorted(by.items()))
-            lines.append(f"{label}: {total:+.2f} ({count} trades)" + (f" | {parts}" if parts else ""))
-        await self._reply(update, "\n".join(lines))
+        await self._reply(update, report.periods_text(self.db.closed_positions(), unit, int(arg), now))
 
     async def balance(self, update, context):
         import ccxt
@@ -314,27 +254,10 @@ class Bot:
         if wanted and wanted not in self.cfg:
             await self._reply(update, f"no section [{wanted}]; sections: {', '.join(self.cfg)}")
             return
-        lines = ["effective config (secrets stay in the environment):"]
-        for section, keys in self.cfg.items():
-            if wanted in (None, section):
-                lines.append(f"[{section}]")
-                lines += [f"{k} = {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in keys.items()]
-        await self._reply(update, "\n".join(lines))
+        await self._reply(update, report.config_text(self.cfg, wanted))
 
     async def why(self, update, context):
-        rec = self.orch.last
-        if not rec:
-            await self._reply(update, "no cycle yet")
-            return
-        lines = [f"cycle #{rec['n']}"]
-        lines += [f"{name}: {what}" for name, what in rec["strategies"].items()]
-        lines.append(f"veto: {rec['veto']['reason'] if rec['veto'] else 'none'}")
-        for v in rec["verdicts"]:
-            failed = [f"{c['name']} {c['value']} > {c['limit']}" if c["limit"] is not None else c["name"]
-                      for c in v["checks"] if not c["ok"]]
-            lines.append(f"{v['proposal_id']}: {v['reason']}" + (f" (failed: {', '.join(failed)})" if failed else ""))
-        lines += [f"feed {k}: {err}" for k, err in rec["feeds"].items() if err] + rec["notes"]
-        await self._reply(update, "\n".join(lines))
+        await self._reply(update, report.why(self.orch.last) if self.orch.last else "no cycle yet")
 
     async def kill(self, update, context):
         halt = self.orch.control.kill(f"/kill from user {update.effective_user.id}")
@@ -561,12 +484,3 @@ class Bot:
                                            f"{', HALTED' if self.orch.control.halt else ''}")
             await asyncio.sleep(60)
 
-
-def _newest(rows):
-    """rows as one message; when they do not all fit, the newest (last) are kept, saying so."""
-    rows, dropped = list(rows), 0
-    while len("\n".join(rows)) > MAX_TEXT - 60 and len(rows) > 1:
-        rows.pop(0)
-        dropped += 1
-    text = "\n".join(rows)
-    return f"last {len(rows)} ({dropped} older do not fit one message)\n{text}" if dropped else text

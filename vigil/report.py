@@ -1,9 +1,10 @@
-"""Builds the per-strategy performance figures and report from the database, as a dict, as plain text and as an
-equity chart."""
+"""Renders what the books hold for a reader: per-strategy figures and the report (dict, text, equity chart), and
+the operator's views the phone shows."""
 import datetime
 import importlib
 import math
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -214,3 +215,116 @@ def _png(img):
     raw = b"".join(b"\0" + row.tobytes() for row in img)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+# --- the operator's views: the phone's replies -----------------------------------------------------------
+def status(mode, control, book, rec):
+    lines = [f"mode {mode} | " + (f"HALTED: {control.halt['reason']}" if control.halt else "running"),
+             f"equity {book.equity():.2f} | open positions {len(book.positions)}"]
+    if rec:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec["started_at"] / 1000))
+        lines.append(f"last cycle #{rec['n']} at {stamp} UTC took {rec['duration_ms']:.1f} ms")
+        if rec.get("latency_ms"):
+            late = rec["latency_ms"]
+            lines.append(f"candle close -> decision {late['decision']} ms" + (
+                f", -> first order {late['first_order']} ms" if late["first_order"] is not None else ""))
+        lines.append("state: " + ", ".join(f"{s} {v}" for s, v in rec["states"].items()))
+        lines.append("feeds: " + ", ".join(f"{k} {'ok' if err is None else 'DOWN (' + err + ')'}"
+                                            for k, err in rec["feeds"].items()))
+        if rec["veto"]:
+            lines.append(f"veto: {rec['veto']['reason']}")
+    else:
+        lines.append("no cycle yet")
+    if control.paused_names:
+        lines.append("paused: " + ", ".join(control.paused_names))
+    return "\n".join(lines)
+
+
+def positions(live):
+    """One line per live position: legs, PnL, funding, and its stop with who holds it."""
+    rows = []
+    for p in live:
+        legs = "; ".join(f"{leg['side']} {leg['qty']:g} {leg['symbol']}@{leg['venue']} "
+                         f"in {leg['entry']:.2f} now {leg['mark']:.2f}" for leg in p["legs"])
+        levels = "" if p["stop"] is None else f" | stop {p['stop']:g} " + (
+            "held by the venue" if p.get("stop_order") else "watched by Vigil")
+        levels += "" if p["target"] is None else f" | target {p['target']:g}"
+        rows.append(f"{p['id']} [{p['strategy']}] {legs} | pnl {p['unrealized_pnl']:+.2f} "
+                    f"funding {p['funding']:+.2f}{levels}{'' if p['status'] == 'open' else ' ' + p['status'].upper()}")
+    return "\n".join(rows) or "no open positions"
+
+
+def pnl(cfg, closed, live):
+    """Realized per strategy, the open positions' unrealized PnL and funding beside it, and a total row;
+    Sharpe and Sortino only from SHARPE_DAYS of returns on (fewer say how many there are)."""
+    stats = summary(closed, capital(cfg))
+    stats["total"] = total(closed, cfg["vigil"]["starting_equity"])
+    open_ = {}
+    for p in live:
+        for key in (p["strategy"], "total"):
+            n, upnl, funding = open_.get(key, (0, 0.0, 0.0))
+            open_[key] = (n + 1, upnl + p["unrealized_pnl"], funding + p["funding"])
+    rows = []
+    for name in [s for s in stats if s != "total"] + sorted(set(open_) - set(stats)) + ["total"]:
+        f, (n, upnl, funding) = stats.get(name), open_.get(name, (0, 0.0, 0.0))
+        if f is None and not n:
+            continue
+        row = f"{name}: " + ("no closed trades" if f is None else
+                             f"{f['trades']} trades, win {f['win_rate']:.0%}, net {f['net_pnl']:+.2f}")
+        if n:
+            row += f" | {n} open: unrealized {upnl:+.2f}, funding {funding:+.2f}"
+        if f and f["sharpe"] is not None and f["days"] >= SHARPE_DAYS:
+            row += f" | Sharpe {f['sharpe']:.2f}, Sortino {format(f['sortino'], '.2f') if f['sortino'] else '-'}"
+        elif f:
+            row += f" | Sharpe after {SHARPE_DAYS} days ({f['days']} so far)"
+        rows.append(row)
+    return "\n".join(rows) if len(rows) > 1 else "no trades yet"
+
+
+def trades(closed, limit):
+    rows = [f"{p['id']} [{p['strategy']}] {p['side']} {p['symbol']}: {p['close_reason']}, "
+            f"pnl {p['realized_pnl']:+.2f}" for p in closed]
+    return newest(rows, limit) or "no closed trades yet"
+
+
+def periods_text(closed, unit, n, now_ms):
+    lines = []
+    for label, by in periods(closed, unit, n, now_ms):
+        pnl_, count = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
+        parts = ", ".join(f"{name} {v[0]:+.2f} ({v[1]})" for name, v in sorted(by.items()))
+        lines.append(f"{label}: {pnl_:+.2f} ({count} trades)" + (f" | {parts}" if parts else ""))
+    return "\n".join(lines)
+
+
+def config_text(cfg, wanted):
+    # Secrets live only in the environment: the config holds the names of their variables, never values.
+    lines = ["effective config (secrets stay in the environment):"]
+    for section, keys in cfg.items():
+        if wanted in (None, section):
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in keys.items()]
+    return "\n".join(lines)
+
+
+def why(rec):
+    """What each strategy answered in the cycle, the veto, the risk verdicts, the feeds down and the notes."""
+    lines = [f"cycle #{rec['n']}"]
+    lines += [f"{name}: {what}" for name, what in rec["strategies"].items()]
+    lines.append(f"veto: {rec['veto']['reason'] if rec['veto'] else 'none'}")
+    for v in rec["verdicts"]:
+        failed = [f"{c['name']} {c['value']} > {c['limit']}" if c["limit"] is not None else c["name"]
+                  for c in v["checks"] if not c["ok"]]
+        lines.append(f"{v['proposal_id']}: {v['reason']}" + (f" (failed: {', '.join(failed)})" if failed else ""))
+    lines += [f"feed {k}: {err}" for k, err in rec["feeds"].items() if err] + rec["notes"]
+    return "\n".join(lines)
+
+
+def newest(rows, limit):
+    """rows as one message of at most limit characters; when they do not all fit, the newest (last) are kept,
+    saying so."""
+    rows, dropped = list(rows), 0
+    while len("\n".join(rows)) > limit - 60 and len(rows) > 1:
+        rows.pop(0)
+        dropped += 1
+    text = "\n".join(rows)
+    return f"last {len(rows)} ({dropped} older do not fit one message)\n{text}" if dropped else text
