@@ -9,7 +9,7 @@ RISK = {"risk_per_trade": 0.005, "max_position": 0.25, "max_symbol": 0.5, "max_g
 FILLS = {"taker_fee": 0.0005, "slippage_bps": 1.0, "impact": 0.003, "max_participation": 0.1}
 
 
-def proposal(symbol="BTC/USDT", side="buy", entry=100.0, stop=95.0, target=110.0, strategy="s", cycle=1,
+def proposal(*, symbol="BTC/USDT", side="buy", entry=100.0, stop=95.0, target=110.0, strategy="s", cycle=1,
              confidence=0.5, kind="directional", intent="open", position_id=None, legs=None, max_hold_s=0):
     legs = legs or [{"venue": "binance", "symbol": symbol, "side": side, "market": "swap"}]
     return {"id": f"{cycle}:{strategy}:{symbol}:{intent}", "strategy": strategy, "symbol": symbol, "side": side,
@@ -18,10 +18,11 @@ def proposal(symbol="BTC/USDT", side="buy", entry=100.0, stop=95.0, target=110.0
             "created_at": 0}
 
 
-def spread(symbol="BTC/USDT", entry=100.0, strategy="funding_arb", cycle=1):
+def spread(*, symbol="BTC/USDT", entry=100.0, strategy="funding_arb", cycle=1):
     legs = [{"venue": "binance", "symbol": symbol, "side": "buy", "market": "swap"},
             {"venue": "bybit", "symbol": symbol, "side": "sell", "market": "swap"}]
-    return proposal(symbol, "buy", entry, None, None, strategy, cycle, kind="spread", legs=legs)
+    return proposal(symbol=symbol, side="buy", entry=entry, stop=None, target=None, strategy=strategy, cycle=cycle,
+                    kind="spread", legs=legs)
 
 
 def fill(order_id, qty, price, fee=0.0, side="buy", venue="binance", symbol="BTC/USDT", ts=0, trade_id=None):

@@ -32,7 +32,7 @@ def test_daily_loss_blocks_entries_but_not_exits():
     pos = {"id": "p1", "strategy": "s", "symbol": "ETH/USDT", "side": "buy", "kind": "directional",
            "status": "open", "legs": [{"venue": "binance", "symbol": "ETH/USDT", "side": "buy", "market": "swap",
                                         "qty": 1.0, "entry": 50.0, "mark": 50.0, "funding": 0.0}]}
-    close = proposal("ETH/USDT", "sell", 50, None, None, intent="close", position_id="p1")
+    close = proposal(symbol="ETH/USDT", side="sell", entry=50, stop=None, target=None, intent="close", position_id="p1")
     out = risk.evaluate([proposal(), close], state([pos], equity=9600, day_start=10000), RISK)
     assert not out[0][0]["approved"] and "daily_loss" in out[0][0]["reason"]
     assert out[1][0]["approved"] and out[1][1]["legs"][0]["side"] == "sell" and out[1][1]["legs"][0]["qty"] == 1.0
@@ -80,13 +80,15 @@ def test_caps_hold_for_any_sequence_of_proposals():
                 price = PRICES[("binance", symbol)]
                 if close_idx < len(positions) and close_idx % 3 == 0:
                     p = positions[close_idx]
-                    proposals.append(proposal(p["symbol"], side, price, None, None, p["strategy"], cycle,
-                                              intent="close", position_id=p["id"]))
+                    proposals.append(proposal(symbol=p["symbol"], side=side, entry=price, stop=None, target=None,
+                                              strategy=p["strategy"], cycle=cycle, intent="close",
+                                              position_id=p["id"]))
                 elif is_spread:
-                    proposals.append(spread(symbol, price, strat, cycle))
+                    proposals.append(spread(symbol=symbol, entry=price, strategy=strat, cycle=cycle))
                 else:
                     stop = price * (1 - dist) if side == "buy" else price * (1 + dist)
-                    proposals.append(proposal(symbol, side, price, stop, None, strat, cycle, conf))
+                    proposals.append(proposal(symbol=symbol, side=side, entry=price, stop=stop, target=None, strategy=strat,
+                                              cycle=cycle, confidence=conf))
             for i, p in enumerate(proposals):
                 p["id"] += f":{i}"
             for verdict, trade in risk.evaluate(proposals, state(positions, equity), RISK):

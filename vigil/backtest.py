@@ -17,6 +17,7 @@ import numpy as np
 from vigil import candle_files, config, report, schemas
 from vigil.config import TIMEFRAME_MS
 from vigil.orchestrator import Orchestrator
+from vigil.schemas import TS
 from vigil.sim import SimBroker
 from vigil.storage import Storage
 
@@ -42,9 +43,9 @@ def load(cfg, data_path, symbols=None, start=None, end=None, funding=()):
         if found != timeframe:
             fix = f"set [market] timeframe = {found}" if found else "its most common step is no timeframe Vigil knows"
             raise ValueError(f"{data_path}: {s} holds {found or 'irregular'} candles, not {timeframe}: {fix}")
-        keep = (c[:, 0] >= (lo or c[0, 0])) & (c[:, 0] < (hi or c[-1, 0] + 1))
+        keep = (c[:, TS] >= (lo or c[0, TS])) & (c[:, TS] < (hi or c[-1, TS] + 1))
         if len(c[keep]) <= history:
-            span = f"{_day(c[0, 0])} to {_day(c[-1, 0])}"
+            span = f"{_day(c[0, TS])} to {_day(c[-1, TS])}"
             raise ValueError(f"{data_path}: {s} has {int(keep.sum())} candles in the range asked (the data covers "
                              f"{span}), not more than the {history} of [market] history the warm-up takes")
         data[s] = c[keep]
@@ -122,8 +123,8 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     out["backtest"] = {
         "candles": {s: len(c) for s, c in data.items()}, "cycles": total,
         "timeframe": cfg["market"]["timeframe"], "venue": cfg["market"]["trade_venue"],
-        "from": min((int(c[0, 0]) for c in data.values()), default=None),
-        "to": max((int(c[-1, 0]) for c in data.values()), default=None),
+        "from": min((int(c[0, TS]) for c in data.values()), default=None),
+        "to": max((int(c[-1, TS]) for c in data.values()), default=None),
         "gaps": {s: [{"from": ts, "bars": n} for ts, n in g] for s, g in found_gaps.items()},
         "fees_paid": sum(p["fees"] for p in closed), "funding": sum(p["funding"] for p in closed),
         "exposure": {"mean": exposure["sum"] / max(total, 1), "max": exposure["max"],
@@ -219,10 +220,10 @@ class BacktestSource:
         self.data = candles  # {symbol: ndarray (n, 6)}
         self.funding = funding or {}  # {symbol: {venue: [(ts, rate, interval_h)]}}
         # One timeline for all symbols: a symbol that has no bar at a time keeps its last one (gaps stay gaps).
-        self.timeline = np.unique(np.concatenate([c[:, 0] for c in candles.values()]))
+        self.timeline = np.unique(np.concatenate([c[:, TS] for c in candles.values()]))
         self.i = min(self.history, len(self.timeline)) - 1  # the first history bars only warm up
         start = self.timeline[self.i] if len(self.timeline) else -1
-        self.end = {s: int(np.searchsorted(c[:, 0], start, side="right")) for s, c in candles.items()}
+        self.end = {s: int(np.searchsorted(c[:, TS], start, side="right")) for s, c in candles.items()}
         self.now = int(start) + self.bar_ms  # close time of the latest bar served
 
     def count(self):
@@ -239,7 +240,7 @@ class BacktestSource:
         t = self.timeline[self.i]
         for s, c in self.data.items():
             e = self.end[s]
-            if e < len(c) and c[e, 0] <= t:  # the timeline holds every bar, so a symbol moves one bar at most
+            if e < len(c) and c[e, TS] <= t:  # the timeline holds every bar, so a symbol moves one bar at most
                 self.end[s] = e + 1
         self.now = int(t) + self.bar_ms
         return self.now
@@ -298,8 +299,8 @@ def sweep(cfg, data, rates, points, split, metric, jobs=None, progress=None):
     Returns rows ranked by the metric on train (the lower the better for max_drawdown), each with both periods'
     figures: what was chosen on one period is judged on the next, never on itself.
     """
-    train = {s: c[c[:, 0] < split] for s, c in data.items()}
-    test = {s: c[c[:, 0] >= split] for s, c in data.items()}
+    train = {s: c[c[:, TS] < split] for s, c in data.items()}
+    test = {s: c[c[:, TS] >= split] for s, c in data.items()}
     tasks = [(cfg, point, period, rates) for point in points for period in (train, test)]
     with concurrent.futures.ProcessPoolExecutor(jobs or os.cpu_count()) as pool:
         results = []

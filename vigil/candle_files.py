@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 
 from vigil.config import TIMEFRAME_MS
+from vigil.schemas import TS
 
 HEADER = ["open_time", "open", "high", "low", "close", "volume", "close_time"]
 
@@ -93,8 +94,8 @@ def _whole(path, skip):
             return None
     if not np.isfinite(a).all():
         return None
-    ts = a[:, 0].astype(np.int64)
-    a[:, 0] = np.where(ts > 10**14, ts // 1000, ts)  # microsecond timestamps (Binance dumps from 2025 on)
+    ts = a[:, TS].astype(np.int64)
+    a[:, TS] = np.where(ts > 10**14, ts // 1000, ts)  # microsecond timestamps (Binance dumps from 2025 on)
     o, h, l, c, v = a[:, 1:].T
     good = (l <= np.minimum(o, c)) & (h >= np.maximum(o, c)) & (l > 0) & (v >= 0)
     if not good.all() or (a[1:, 0] <= a[:-1, 0]).any():
@@ -154,11 +155,11 @@ def load(path, symbols=None):
         parts.setdefault(symbol, []).append((f, read_file(f)))
     data = {}
     for symbol, chunks in parts.items():
-        chunks.sort(key=lambda fc: fc[1][0, 0] if len(fc[1]) else 0)
+        chunks.sort(key=lambda fc: fc[1][0, TS] if len(fc[1]) else 0)
         for (fa, a), (fb, b) in zip(chunks, chunks[1:]):
-            if len(a) and len(b) and b[0, 0] <= a[-1, 0]:
-                raise CandleFileError(f"{fb}:1: overlaps {fa} (starts at {int(b[0, 0])}, "
-                                      f"which is not after {int(a[-1, 0])})")
+            if len(a) and len(b) and b[0, TS] <= a[-1, TS]:
+                raise CandleFileError(f"{fb}:1: overlaps {fa} (starts at {int(b[0, TS])}, "
+                                      f"which is not after {int(a[-1, TS])})")
         data[symbol] = np.concatenate([c for _, c in chunks])
     missing = set(symbols or ()) - set(data)
     if missing:
@@ -173,15 +174,15 @@ def load(path, symbols=None):
 
 def timeframe_of(candles):
     """The timeframe ('1m', '5m' ...) of a candle series by its most common step, or None if it is none of them."""
-    step = int(np.median(np.diff(candles[:, 0]))) if len(candles) > 1 else 0
+    step = int(np.median(np.diff(candles[:, TS]))) if len(candles) > 1 else 0
     return next((name for name, ms in TIMEFRAME_MS.items() if ms == step), None)
 
 
 def gaps(candles, bar_ms):
     """[(first missing open time, bars missing)]: reported, never filled."""
-    step = np.diff(candles[:, 0])
+    step = np.diff(candles[:, TS])
     where = np.nonzero(step > bar_ms)[0]
-    return [(int(candles[i, 0] + bar_ms), int(step[i] // bar_ms - 1)) for i in where]
+    return [(int(candles[i, TS] + bar_ms), int(step[i] // bar_ms - 1)) for i in where]
 
 
 def read_funding(path):
@@ -220,7 +221,7 @@ def download(ex, symbol, timeframe, since, until, out_dir, log=print):
     if path.exists() and path.stat().st_size:
         have = read_file(path)
         if len(have):
-            since = max(since, int(have[-1, 0]) + step)  # resume: never a duplicate row
+            since = max(since, int(have[-1, TS]) + step)  # resume: never a duplicate row
     until = min(until, (int(time.time() * 1000) // step) * step)  # only candles that have closed
     fresh = not path.exists() or not path.stat().st_size
     written = 0

@@ -13,6 +13,7 @@ import traceback
 
 from vigil import __version__, config, flight, process, report
 from vigil.process import Notifier
+from vigil.schemas import TS
 from vigil.storage import MIGRATIONS, Storage, inspect
 
 log = logging.getLogger("vigil")
@@ -151,14 +152,14 @@ def _command(cfg, args):
         try:
             points = backtest.grid(cfg, args.set)
             data, rates = backtest.load(cfg, args.data, args.symbols, args.start, args.end, args.funding)
-            first = min(int(c[0, 0]) for c in data.values())
-            last = max(int(c[-1, 0]) for c in data.values())
+            first = min(int(c[0, TS]) for c in data.values())
+            last = max(int(c[-1, TS]) for c in data.values())
             split = backtest.day_ms(args.split) if args.split else first + (last - first) * 7 // 10
             if not first < split <= last:
                 raise ValueError(f"--split {args.split}: not inside the data ({backtest._day(first)} to "
                                  f"{backtest._day(last)})")
             for s, c in data.items():
-                for name, n in (("train", int((c[:, 0] < split).sum())), ("test", int((c[:, 0] >= split).sum()))):
+                for name, n in (("train", int((c[:, TS] < split).sum())), ("test", int((c[:, TS] >= split).sum()))):
                     if n <= cfg["market"]["history"]:
                         raise ValueError(f"--split: the {name} period holds {n} candles of {s}, not more than the "
                                          f"{cfg['market']['history']} of [market] history its warm-up takes")

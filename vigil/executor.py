@@ -54,8 +54,9 @@ class Executor:
             return await self.protect(position, cycle, now)
         try:
             for i, leg in enumerate(trade["legs"]):
-                order = self._order(cycle, trade["proposal"], position["id"], i, leg["venue"], leg["symbol"],
-                                    leg["side"], leg["market"], leg["qty"], leg["price"], "open", False)
+                order = self._order(cycle=cycle, proposal_id=trade["proposal"]["id"], strategy=position["strategy"],
+                                    position_id=position["id"], index=i, leg=leg, side=leg["side"], qty=leg["qty"],
+                                    ref_price=leg["price"], intent="open", reduce_only=False)
                 position = await self._send(position, order, now)
         except Halted:
             # halted between legs: the legs not sent never will be, and what did fill stays on the books
@@ -84,10 +85,10 @@ class Executor:
         for i, leg in enumerate(position["legs"]):
             if leg["qty"] <= tracker.DUST * leg["opened_qty"]:
                 continue
-            side = "sell" if leg["side"] == "buy" else "buy"
-            order = self._order(cycle, {"id": f"{position['id']}:exit", "strategy": strategy or position["strategy"]},
-                                position["id"], i, leg["venue"], leg["symbol"], side, leg["market"],
-                                leg["qty"], leg["mark"], "close", True, opened)
+            order = self._order(cycle=cycle, proposal_id=f"{position['id']}:exit",
+                                strategy=strategy or position["strategy"], position_id=position["id"], index=i,
+                                leg=leg, side=schemas.opposite(leg["side"]), qty=leg["qty"], ref_price=leg["mark"],
+                                intent="close", reduce_only=True, opened=opened)
             if level is not None:
                 order.update(type=reason, price=level)
             position = await self._send(position, order, now, force)
@@ -150,10 +151,10 @@ class Executor:
         if not want:
             return position
         n = sum(o["type"] == "venue_stop" for o in self.db.orders(position_id=position["id"]))
-        order = self._order(cycle, {"id": f"{position['id']}:stop", "strategy": position["strategy"]},
-                            position["id"], 0, leg["venue"], leg["symbol"], "sell" if leg["side"] == "buy" else "buy",
-                            leg["market"], leg["qty"], position["stop"], "stop", True,
-                            f"{position['id'].split(':')[0]}.{n}")
+        order = self._order(cycle=cycle, proposal_id=f"{position['id']}:stop", strategy=position["strategy"],
+                            position_id=position["id"], index=0, leg=leg, side=schemas.opposite(leg["side"]),
+                            qty=leg["qty"], ref_price=position["stop"], intent="stop", reduce_only=True,
+                            opened=f"{position['id'].split(':')[0]}.{n}")
         order.update(type="venue_stop", price=position["stop"])
         # named in the write-ahead: a restart asks for this stop by its id instead of placing another
         position = dict(position, stop_order=order["id"])
@@ -196,10 +197,9 @@ class Executor:
                 qty = min(leg["qty"], abs(gap_qty))
                 if qty <= 0:
                     continue
-                order = self._order(cycle, {"id": f"{position['id']}:adopt", "strategy": "operator"},
-                                    position["id"], i, leg["venue"], leg["symbol"],
-                                    "sell" if sign > 0 else "buy", leg["market"], qty, price, "write-down",
-                                    True, tag)
+                order = self._order(cycle=cycle, proposal_id=f"{position['id']}:adopt", strategy="operator",
+                                    position_id=position["id"], index=i, leg=leg, side="sell" if sign > 0 else "buy",
+                                    qty=qty, ref_price=price, intent="write-down", reduce_only=True, opened=tag)
                 rest = sum(other["qty"] for other in position["legs"]) - qty
                 reason = "written down to the exchange" if rest <= tracker.DUST else position["close_reason"]
                 position = self._adopted(dict(position, close_reason=reason), order, now)
@@ -215,8 +215,9 @@ class Executor:
                         "confidence": 1.0, "entry": price, "stop": None, "target": None, "max_hold_s": 0,
                         "reason": "adopted from the exchange by the operator", "created_at": now}
             position = tracker.new_position({"proposal": proposal, "legs": [leg], "checks": []}, now)
-            order = self._order(cycle, proposal, position["id"], 0, gap["venue"], gap["symbol"], side, "swap",
-                                abs(gap_qty), price, "adopt", False, tag)
+            order = self._order(cycle=cycle, proposal_id=proposal["id"], strategy="operator", position_id=position["id"],
+                                index=0, leg=leg, side=side, qty=abs(gap_qty), ref_price=price, intent="adopt",
+                                reduce_only=False, opened=tag)
             changed.append(self._adopted(position, order, now))
         return changed
 
@@ -256,13 +257,15 @@ class Executor:
             self.kill(reason)
         return position
 
-    def _order(self, cycle, proposal, position_id, leg, venue, symbol, side, market, qty, ref_price, intent,
-               reduce_only, opened=""):
+    @staticmethod
+    def _order(*, cycle, proposal_id, strategy, position_id, index, leg, side, qty, ref_price, intent, reduce_only,
+               opened=""):
+        """A market Order for leg number index (a dict with venue, symbol and market) of the position."""
         return schemas.validate("Order", {
-            "id": client_order_id(cycle, proposal["strategy"], symbol, leg, intent, opened),
-            "cycle": cycle, "proposal_id": proposal["id"], "position_id": position_id,
-            "strategy": proposal["strategy"], "leg": leg, "venue": venue, "symbol": symbol,
-            "side": side, "market": market, "type": "market", "qty": qty, "price": None, "ref_price": ref_price,
+            "id": client_order_id(cycle, strategy, leg["symbol"], index, intent, opened),
+            "cycle": cycle, "proposal_id": proposal_id, "position_id": position_id,
+            "strategy": strategy, "leg": index, "venue": leg["venue"], "symbol": leg["symbol"],
+            "side": side, "market": leg["market"], "type": "market", "qty": qty, "price": None, "ref_price": ref_price,
             "reduce_only": reduce_only, "status": "pending", "filled": 0.0, "avg_price": None, "fee": 0.0,
             "fee_ccy": "USDT", "exchange_id": None, "error": None, "created_at": 0, "missing": None,
         })

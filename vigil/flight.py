@@ -9,6 +9,7 @@ import numpy as np
 
 from vigil import schemas
 from vigil.decide import decide
+from vigil.schemas import TS
 from vigil.storage import Storage
 
 CODE_DIR = pathlib.Path(__file__).resolve().parent
@@ -42,12 +43,12 @@ class Recorder:
         for venue, by_symbol in (candles["data"] or {}).items():
             for symbol, c in by_symbol.items():
                 if len(c):
-                    window.append([venue, symbol, int(c[-1, 0]), len(c)])
+                    window.append([venue, symbol, int(c[-1, TS]), len(c)])
                 last = self.last_ts.get((venue, symbol), -1)
-                new = c[c[:, 0] > last] if len(c) else c
+                new = c[c[:, TS] > last] if len(c) else c
                 if len(new):
                     rows += [(venue, symbol, int(r[0]), *map(float, r[1:6])) for r in new]
-                    self.last_ts[(venue, symbol)] = int(new[-1, 0])
+                    self.last_ts[(venue, symbol)] = int(new[-1, TS])
         body = {k: v for k, v in inputs.items() if k not in ("candles", "prices")}
         body["prices"] = [[v, s, p] for (v, s), p in inputs["prices"].items()]
         body["candles_meta"] = {k: candles[k] for k in ("ts", "ok", "error")}

@@ -49,8 +49,9 @@ def propose(ctx):
               f"{annualized(rates[low]):.1%} on {low}: {net:.1%} net of fees and slippage, so short {high} "
               f"and long {low}")
     confidence = net / (4 * params["entry_apr"]) if params["entry_apr"] else 1.0
-    return schemas.proposal(ctx, symbol, "buy", legs, rates[low]["mark"], None, None, confidence, reason,
-                            kind="spread", max_hold_s=params["max_hold_s"])
+    return schemas.proposal(ctx, symbol=symbol, side="buy", legs=legs, entry=rates[low]["mark"], stop=None,
+                            target=None, confidence=confidence, reason=reason, kind="spread",
+                            max_hold_s=params["max_hold_s"])
 
 def _exit(position, rates, params):
     """The spread as held (short leg's funding minus long leg's) has compressed or flipped."""

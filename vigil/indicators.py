@@ -4,6 +4,8 @@ import functools
 
 import numpy as np
 
+from vigil.schemas import CLOSE, HIGH, LOW
+
 
 @functools.lru_cache(maxsize=64)
 def _weights(n, m):
@@ -24,8 +26,8 @@ def wilder(x, n):
 
 def true_range(c):
     """max(high, previous close) - min(low, previous close) per bar of an OHLCV array: the three-way max, cheaper."""
-    tr = c[:, 2] - c[:, 3]
-    tr[1:] = np.maximum(c[1:, 2], c[:-1, 4]) - np.minimum(c[1:, 3], c[:-1, 4])
+    tr = c[:, HIGH] - c[:, LOW]
+    tr[1:] = np.maximum(c[1:, HIGH], c[:-1, CLOSE]) - np.minimum(c[1:, LOW], c[:-1, CLOSE])
     return tr
 
 
@@ -42,7 +44,8 @@ def rsi(close, n=14):
 
 
 def strongest(ctx, state, min_bars, signal, no_signal):
-    """signal(symbol, candles) -> tuple starting with its strength, or None.
+    """signal(symbol, candles) -> (strength, the proposal's fields: symbol, side, entry, stop, target, reason) or
+    None.
 
     Returns (best tuple, None) or (None, one sentence why nothing qualified). Symbols the strategy already
     holds are skipped.

@@ -4,6 +4,8 @@ import array
 import collections
 import math
 
+from vigil.schemas import CLOSE, TS
+
 RESUM_EVERY = 1000  # bars between exact re-sums of the volatility windows
 
 
@@ -38,9 +40,9 @@ class Trend:
         for symbol, c in (candles_feed["data"] or {}).get(self.venue, {}).items():
             s, k = self.state.get(symbol), len(c)
             if s is not None and s.bars:
-                while k and c[k - 1, 0] > s.ts:
+                while k and c[k - 1, TS] > s.ts:
                     k -= 1
-            if s is None or not k or c[k - 1, 0] != s.ts:  # the bar counted last is not in this window
+            if s is None or not k or c[k - 1, TS] != s.ts:  # the bar counted last is not in this window
                 s, k = _Running(*self.params), 0
                 self.state[symbol] = s
             for ts, _, high, low, close in c[k:, :5].tolist():
@@ -154,7 +156,7 @@ def classify(candles, trend, params):
     have = min(0 if candles is None else len(candles), trend["bars"] if trend else 0)
     if have < need:  # need covers ADX (2n - 1 bars) and both volatility windows
         return {"state": "unknown", "figures": {"bars": have}, "reason": f"only {have} candles, {need} needed"}
-    adx, atr_pct = trend["adx"], trend["atr"] / float(candles[-1, 4]) * 100
+    adx, atr_pct = trend["adx"], trend["atr"] / float(candles[-1, CLOSE]) * 100
     vol_ratio = trend["vol_short"] / trend["vol_long"] if trend["vol_long"] > 0 else 1.0
     figures = {"adx": adx, "atr_pct": atr_pct, "vol_ratio": vol_ratio}
     if vol_ratio >= params["vol_ratio_volatile"] or atr_pct >= params["atr_pct_volatile"]:

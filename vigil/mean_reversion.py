@@ -1,5 +1,6 @@
 """Fades a ranging symbol's overextension from its moving average, and exits when the range breaks into volatility."""
 from vigil import indicators, schemas
+from vigil.schemas import CLOSE
 
 PARAMS = {
     "ma_bars": (int, 40, 5, 1000, "moving average and deviation window in bars"),
@@ -28,13 +29,12 @@ def propose(ctx):
                                      "no overextension beyond the entry band")
     if best is None:
         return {"strategy": name, "reason": why}
-    z, symbol, side, entry, stop, target, reason = best
-    legs = [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}]
-    return schemas.proposal(ctx, symbol, side, legs, entry, stop, target, z / 4, reason,
-                            max_hold_s=params["max_hold_s"])
+    z, found = best
+    legs = [{"venue": ctx["trade_venue"], "symbol": found["symbol"], "side": found["side"], "market": "swap"}]
+    return schemas.proposal(ctx, **found, legs=legs, confidence=z / 4, max_hold_s=params["max_hold_s"])
 
 def _overextended(symbol, c, params):
-    window = c[-params["ma_bars"]:, 4]
+    window = c[-params["ma_bars"]:, CLOSE]
     # the population deviation, as Bollinger bands use; by hand, since numpy's mean() and std() made two months
     # of 1m backtest 15% slower (7.3 s of CPU against 6.35 s)
     ma = float(window.sum()) / len(window)
@@ -47,7 +47,7 @@ def _overextended(symbol, c, params):
     if abs(z) < params["entry_z"]:
         return None
     # every close held, as a chart's RSI: Wilder's smoothing depends on where it starts
-    rsi = indicators.rsi(c[:, 4], params["rsi_period"])
+    rsi = indicators.rsi(c[:, CLOSE], params["rsi_period"])
     low_rsi, high_rsi = params["rsi_extreme"], 100 - params["rsi_extreme"]
     if z <= -params["entry_z"] and rsi <= low_rsi:
         side = "buy"
@@ -59,5 +59,5 @@ def _overextended(symbol, c, params):
     stop = entry - params["stop_atr"] * atr if side == "buy" else entry + params["stop_atr"] * atr
     reason = (f"{symbol} at {entry:,.2f} is {abs(z):.1f} standard deviations {'below' if z < 0 else 'above'} "
               f"its {params['ma_bars']}-bar average {ma:,.2f} with RSI {rsi:.0f} in a ranging market")
-    return abs(z), symbol, side, entry, stop, ma, reason
+    return abs(z), {"symbol": symbol, "side": side, "entry": entry, "stop": stop, "target": ma, "reason": reason}
 

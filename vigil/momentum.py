@@ -1,5 +1,6 @@
 """Proposes a breakout trade when a trending symbol closes out of a tight range on heavy volume."""
 from vigil import indicators, schemas
+from vigil.schemas import CLOSE, HIGH, LOW, VOLUME
 
 PARAMS = {
     "range_bars": (int, 30, 5, 500, "bars of the consolidation range before the breakout bar"),
@@ -24,19 +25,18 @@ def propose(ctx):
                                      "no breakout with volume confirmation")
     if best is None:
         return {"strategy": name, "reason": why}
-    strength, symbol, side, entry, stop, target, reason = best
-    legs = [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}]
-    return schemas.proposal(ctx, symbol, side, legs, entry, stop, target, strength / 5, reason,
-                            max_hold_s=params["max_hold_s"])
+    strength, found = best
+    legs = [{"venue": ctx["trade_venue"], "symbol": found["symbol"], "side": found["side"], "market": "swap"}]
+    return schemas.proposal(ctx, **found, legs=legs, confidence=strength / 5, max_hold_s=params["max_hold_s"])
 
 def _breakout(symbol, c, params):
     n = params["range_bars"]
     box = c[-n - 1:-1]
-    high, low, close = float(box[:, 2].max()), float(box[:, 3].min()), float(c[-1, 4])
+    high, low, close = float(box[:, HIGH].max()), float(box[:, LOW].min()), float(c[-1, CLOSE])
     if low <= close <= high:  # still inside the range: most bars end here
         return None
     height = (high - low) / close * 100
-    vol_ratio = float(c[-1, 5]) / float(box[:, 5].mean())
+    vol_ratio = float(c[-1, VOLUME]) / float(box[:, VOLUME].mean())
     if height > params["max_range_pct"] or vol_ratio < params["volume_factor"]:
         return None
     side, edge = ("buy", high) if close > high else ("sell", low)
@@ -48,4 +48,5 @@ def _breakout(symbol, c, params):
     reason = (f"{symbol} closed at {close:,.2f} {'above' if side == 'buy' else 'below'} its {n}-bar range "
               f"{'high' if side == 'buy' else 'low'} {edge:,.2f} ({height:.2f}% tall) on {vol_ratio:.1f}x "
               f"average volume while trending")
-    return strength, symbol, side, close, float(stop), float(target), reason
+    return strength, {"symbol": symbol, "side": side, "entry": close, "stop": float(stop), "target": float(target),
+                      "reason": reason}

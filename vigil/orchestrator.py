@@ -13,6 +13,7 @@ from vigil.control import Control
 from vigil.decide import decide
 from vigil.executor import Executor, Halted
 from vigil.market_state import Trend
+from vigil.schemas import TS
 
 log = logging.getLogger("vigil.orchestrator")
 PRUNE_EVERY = 500  # cycles between retention sweeps
@@ -270,7 +271,7 @@ class Orchestrator:
         if not getattr(self.source, "wall_clock", False) or not candles["ok"]:
             return None
         series = (candles["data"] or {}).get(self.cfg["market"]["trade_venue"], {}).values()
-        opens = [c[-1, 0] for c in series if len(c)]
+        opens = [c[-1, TS] for c in series if len(c)]
         return max(opens) + TIMEFRAME_MS[self.cfg["market"]["timeframe"]] if opens else None
 
     async def _execute_and_track(self, n, now, rec, verdicts, feeds, bars):
@@ -362,7 +363,7 @@ class Orchestrator:
             data[venue] = {}
             for symbol, c in by_symbol.items():
                 bad = self.bad_bars.get((venue, symbol))
-                if bad is not None and len(c) and c[0, 0] <= bad:
+                if bad is not None and len(c) and c[0, TS] <= bad:
                     rec["notes"].append(f"{venue} {symbol}: the bar of {bad} is not a usable number: idle")
                     continue
                 self.bad_bars.pop((venue, symbol), None)

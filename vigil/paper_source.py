@@ -13,6 +13,7 @@ import numpy as np
 
 from vigil import schemas, venues
 from vigil.config import TIMEFRAME_MS
+from vigil.schemas import TS
 
 
 log = logging.getLogger("vigil.paper")
@@ -74,7 +75,7 @@ class PaperSource:
         deadline = now + self.cfg["vigil"]["settle_s"] + 2.0  # what WebSocket delivery takes at its worst
         # only a stream one candle behind is waited for: one further behind is stale, not late, and says so
         while self.clock() < deadline and any(s.venue == self.trade_venue and len(s.candles())
-                                             and s.candles()[-1, 0] == expected - self.bar_ms for s in self.streams):
+                                             and s.candles()[-1, TS] == expected - self.bar_ms for s in self.streams):
             await asyncio.sleep(0.02)
         return int(self.clock() * 1000)
 

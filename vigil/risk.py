@@ -59,7 +59,7 @@ def _close(p, positions):
     if position is None or position["strategy"] != p["strategy"]:
         check = _check("position", False, None, None, f"no open position {p['position_id']} of {p['strategy']}")
         return _verdict(p, [check], f"rejected: no open position {p['position_id']}"), None
-    legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": "sell" if leg["side"] == "buy" else "buy",
+    legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": schemas.opposite(leg["side"]),
              "market": leg["market"], "qty": leg["qty"], "price": leg["mark"], "notional": leg["qty"] * leg["mark"]}
             for leg in position["legs"]]
     check = _check("exit", True, None, None, "exits are always allowed by risk")

@@ -191,6 +191,10 @@ def feed(data=None, ts=None, error=None):
     return {"data": data, "ts": ts, "age_s": None, "ok": error is None, "error": error}
 
 
+# A candle array is (n, 6) floats, one row per closed candle, oldest first; its columns are read by these names.
+TS, OPEN, HIGH, LOW, CLOSE, VOLUME = range(6)
+
+
 def bar(row):
     """A Bar dict (what the fill model and marking read) from one candle row: ts, open, high, low, close, volume.
 
@@ -246,7 +250,12 @@ def _names(types):
     return " or ".join("None" if t is type(None) else t.__name__ for t in types)
 
 
-def proposal(ctx, symbol, side, legs, entry, stop, target, confidence, reason, kind="directional", max_hold_s=0.0):
+def opposite(side):
+    """The side that reverses side: an exit, a stop."""
+    return "sell" if side == "buy" else "buy"
+
+
+def proposal(ctx, *, symbol, side, legs, entry, stop, target, confidence, reason, kind="directional", max_hold_s=0.0):
     """A TradeProposal to open, with the id and time every strategy must use."""
     return {"id": f"{ctx['cycle']}:{ctx['name']}:{symbol}:open", "strategy": ctx["name"], "symbol": symbol,
             "side": side, "kind": kind, "intent": "open", "position_id": None, "legs": legs,
@@ -256,8 +265,8 @@ def proposal(ctx, symbol, side, legs, entry, stop, target, confidence, reason, k
 
 def exit_proposal(ctx, position, reason):
     """A TradeProposal that closes one of the strategy's own positions, every leg reversed."""
-    legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": "sell" if leg["side"] == "buy" else "buy",
-             "market": leg["market"]} for leg in position["legs"]]
+    legs = [{"venue": leg["venue"], "symbol": leg["symbol"], "side": opposite(leg["side"]), "market": leg["market"]}
+            for leg in position["legs"]]
     return {"id": f"{ctx['cycle']}:{ctx['name']}:{position['symbol']}:close", "strategy": ctx["name"],
             "symbol": position["symbol"], "side": legs[0]["side"], "kind": position["kind"], "intent": "close",
             "position_id": position["id"], "legs": legs, "confidence": 1.0, "entry": position["legs"][0]["mark"],

@@ -6,7 +6,7 @@ import numpy as np
 
 from vigil import schemas
 from vigil.config import TIMEFRAME_MS
-from vigil.schemas import ORDER_WORKING
+from vigil.schemas import CLOSE, ORDER_WORKING
 
 
 START_PRICE = {"BTC": 42000.0, "ETH": 2300.0, "SOL": 100.0, "BNB": 310.0, "XRP": 0.6}
@@ -89,7 +89,7 @@ class SimMarket:
                 step = int(hours * 3_600_000)
                 funding[s][v] = {"rate": round(float(self.funding[i, j]), 8), "interval_h": hours,
                                  "next_ts": (self.ts // step + 1) * step,
-                                 "mark": float(self.buf[i, j, self.rows - 1, 4])}
+                                 "mark": float(self.buf[i, j, self.rows - 1, CLOSE])}
         liq = {s: {"long_usd": float(sum(x[j][0] for x in self.liq)),
                    "short_usd": float(sum(x[j][1] for x in self.liq)),
                    "window_s": LIQ_WINDOW_BARS * self.bar_ms // 1000} for j, s in enumerate(self.symbols)}

@@ -2,6 +2,7 @@
 import math
 
 from vigil import indicators, schemas
+from vigil.schemas import CLOSE
 
 PARAMS = {
     "min_usd": (float, 1_000_000.0, 0.0, 1e12, "ignore transfers smaller than this (USD)"),
@@ -44,7 +45,7 @@ def propose(ctx):
     c = candles["data"].get(ctx["trade_venue"], {}).get(symbol)
     if c is None or len(c) < params["atr_period"] + 2:
         return {"strategy": name, "reason": f"not enough {symbol} candles for a stop"}
-    entry = float(c[-1, 4])
+    entry = float(c[-1, CLOSE])
     atr = indicators.atr(c, params["atr_period"])
     side = "sell" if net > 0 else "buy"
     sign = 1 if side == "buy" else -1
@@ -52,9 +53,9 @@ def propose(ctx):
               f"{symbol.split('/')[0]} transfers over {span_s / 60:.0f} min, so {side} {symbol}")
     legs = [{"venue": ctx["trade_venue"], "symbol": symbol, "side": side, "market": "swap"}]
     confidence = abs(net) / (3 * params["threshold_usd"]) if params["threshold_usd"] else 1.0
-    return schemas.proposal(ctx, symbol, side, legs, entry, entry - sign * params["stop_atr"] * atr,
-                            entry + sign * params["target_atr"] * atr, confidence, reason,
-                            max_hold_s=params["max_hold_s"])
+    return schemas.proposal(ctx, symbol=symbol, side=side, legs=legs, entry=entry,
+                            stop=entry - sign * params["stop_atr"] * atr, target=entry + sign * params["target_atr"] * atr,
+                            confidence=confidence, reason=reason, max_hold_s=params["max_hold_s"])
 
 def net_flows(transfers, now, params):
     """asset -> (decayed inflow minus outflow in USD, distinct transfers counted, seconds spanned)."""
