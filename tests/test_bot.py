@@ -271,8 +271,7 @@ def test_a_difference_with_the_exchange_is_settled_only_once_confirmed(tmp_path,
                 assert (await ask(api, "/adopt 1")).startswith("settled:")
                 [adopted] = [p for p in orch.book.positions.values() if p["strategy"] == "operator"]
                 assert adopted["side"] == "sell" and adopted["legs"][0]["qty"] == 0.2 and orch.control.is_halted()
-                assert not orch.gaps and "by the operator" in orch.db.conn.execute(
-                    "SELECT text FROM alerts ORDER BY id DESC").fetchone()[0]
+                assert not orch.gaps and "by the operator" in orch.db.alerts()[-1]
             finally:
                 await bot.stop()
         asyncio.run(go())

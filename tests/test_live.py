@@ -181,14 +181,14 @@ def test_reconciliation_reports_foreign_positions_and_halts_on_differences(tmp_p
         async def go():
             try:
                 await orch.reconcile()
-                alerts = [t for (t,) in orch.db.conn.execute("SELECT text FROM alerts WHERE kind='reconcile'")]
+                alerts = orch.db.alerts("reconcile")
                 assert any("ETH/USDT: a position of 2 that Vigil did not open, left alone" in a for a in alerts)
                 assert any("manual-1" in a and "left alone" in a for a in alerts)
                 assert not orch.control.is_halted()
                 fake.balance = 10050.0  # more money than Vigil's trades explain: reported, trading goes on
                 await orch.reconcile()
                 assert not orch.control.is_halted()
-                assert orch.db.conn.execute("SELECT text FROM alerts ORDER BY id DESC").fetchone()[0] == (
+                assert orch.db.alerts()[-1] == (
                     "wallet balances moved +50.00 USDT, Vigil's realized PnL +0.00: +50.00 unexplained (a deposit?)")
                 fake.balance = 9950.0  # less: halt, naming it
                 await orch.reconcile()
@@ -292,7 +292,7 @@ def test_the_operator_settles_a_difference_by_adopting_or_closing_it(tmp_path, m
                 orch.control.resume()
                 await orch.reconcile()
                 assert not orch.control.is_halted()
-                notes = [t for (t,) in orch.db.conn.execute("SELECT text FROM alerts WHERE kind='reconcile'")]
+                notes = orch.db.alerts("reconcile")
                 assert sum("by the operator" in t for t in notes) == 2  # both recorded
             finally:
                 await orch.executor.broker.close()

@@ -50,7 +50,7 @@ def test_every_step_is_recorded(tmp_path):
     assert last["n"] == 1500 and set(last["states"]) == {"BTC/USDT", "ETH/USDT", "SOL/USDT"}
     states = {s for n in range(1, 1501, 7) for s in orch.db.cycle(n)["states"].values()}
     assert {"trending", "ranging", "volatile"} <= states
-    records = [json.loads(body) for body, in orch.db.conn.execute("SELECT body FROM cycles")]
+    records = orch.db.cycles()
     assert [schemas.problem("CycleRecord", r) for r in records] == [None] * 1500
 
 
@@ -89,8 +89,8 @@ def test_a_failure_and_its_recovery_are_alerted_once_each(tmp_path, monkeypatch)
         return out
     orch.source.feeds = flaky_feeds
     run(orch, 20)
-    alerts = orch.db.conn.execute("SELECT text FROM alerts WHERE kind IN ('error', 'feed') ORDER BY id").fetchall()
-    assert [a for a, in alerts] == ["strategy flaky failed: RuntimeError: kaboom", "feed fear_greed down: HTTP 503",
+    alerts = orch.db.alerts("error", "feed")
+    assert alerts == ["strategy flaky failed: RuntimeError: kaboom", "feed fear_greed down: HTTP 503",
                                     "strategy flaky works again", "feed fear_greed back"]
 
 
@@ -132,8 +132,8 @@ def test_overrun_skips_ahead_and_says_so(tmp_path):
         return await tick()
     orch.source.tick = slow_tick
     asyncio.run(orch.run(cycles=3, interval=0.1))
-    kinds = [r for r in orch.db.conn.execute("SELECT kind, text FROM alerts WHERE kind='overrun'")]
-    assert len(kinds) == 1 and "skipped 3 beat(s)" in kinds[0][1]
+    kinds = orch.db.alerts("overrun")
+    assert len(kinds) == 1 and "skipped 3 beat(s)" in kinds[0]
 
 
 def test_sigterm_finishes_the_cycle_and_exits_0(tmp_path):
@@ -221,7 +221,7 @@ def test_a_cycle_that_raises_is_recorded_and_alerted_and_repeated_failures_halt(
     run(orch, 8)  # one failure: recorded, alerted, the loop goes on
     assert orch.cycle_n == 8 and not orch.control.is_halted()
     assert "cycle 5 failed in" in " ".join(orch.db.cycle(5)["notes"]) and "ZeroDivisionError" in caplog.text
-    alerts = [t for (t,) in orch.db.conn.execute("SELECT text FROM alerts WHERE kind='error'")]
+    alerts = orch.db.alerts("error")
     assert any("cycle 5 failed" in a and "float division by zero" in a for a in alerts)
     run(orch, 6)  # three in a row: trading halts, saying why; the loop still runs
     assert orch.cycle_n == 14 and orch.control.is_halted() and "3 cycles in a row failed" in orch.control.halt["reason"]

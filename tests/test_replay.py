@@ -1,5 +1,4 @@
 import asyncio
-import json
 
 from vigil import cli, config, flight
 
@@ -10,9 +9,9 @@ def test_replayed_cycles_match_the_recorded_ones(tmp_path):
     cfg = config.load(path)
     orch = cli.build(cfg)
     asyncio.run(orch.run(cycles=1200, interval=0))
-    rows = orch.db.conn.execute("SELECT n, body FROM cycles").fetchall()
-    busy = [n for n, body in rows if json.loads(body)["verdicts"]]
-    vetoed = [n for n, body in rows if json.loads(body)["veto"]]
+    rows = orch.db.cycles()
+    busy = [r["n"] for r in rows if r["verdicts"]]
+    vetoed = [r["n"] for r in rows if r["veto"]]
     assert busy and vetoed
     for n in [1, busy[0], busy[-1], vetoed[0], 1200]:
         identical, lines = flight.replay(orch.db, cfg, n)
@@ -26,7 +25,7 @@ def test_replay_shows_a_difference(tmp_path):
     cfg = config.load(path)
     orch = cli.build(cfg)
     asyncio.run(orch.run(cycles=300, interval=0))
-    n = next(n for n, body in orch.db.conn.execute("SELECT n, body FROM cycles") if json.loads(body)["verdicts"])
+    n = next(r["n"] for r in orch.db.cycles() if r["verdicts"])
     cfg["risk"]["max_position"] = 0.01  # another config decides otherwise
     identical, lines = flight.replay(orch.db, cfg, n)
     assert not identical and "verdicts: DIFFERENT" in lines and lines[0].count("config") == 2

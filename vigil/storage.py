@@ -225,12 +225,28 @@ class Storage:
             rows = self._bodies("SELECT body FROM cycles WHERE n=?", (n,))
         return rows[0] if rows else None
 
+    def cycles(self):
+        """Every CycleRecord kept, oldest first."""
+        return self._bodies("SELECT body FROM cycles ORDER BY n")
+
+    def first_cycles(self):
+        """The oldest cycle each decision table still holds (None: empty), where retention has cut."""
+        return {table: self.conn.execute(f"SELECT MIN({column}) FROM {table}").fetchone()[0]
+                for table, column in (("cycles", "n"), ("proposals", "cycle"), ("verdicts", "cycle"),
+                                      ("flight", "n"))}
+
     def last_cycle(self):
         return self.conn.execute("SELECT COALESCE(MAX(n), 0) FROM cycles").fetchone()[0]
 
     def counts(self):
-        tables = ("cycles", "proposals", "verdicts", "orders", "fills", "positions", "alerts")
+        tables = ("cycles", "proposals", "verdicts", "orders", "fills", "positions", "alerts", "flight",
+                  "flight_candles")
         return {t: self.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+    def alerts(self, *kinds):
+        """The texts of the alerts kept (of these kinds), oldest first."""
+        where = f" WHERE kind IN ({','.join('?' * len(kinds))})" if kinds else ""
+        return [t for (t,) in self.conn.execute(f"SELECT text FROM alerts{where} ORDER BY id", kinds)]
 
     def unsent_alerts(self, after=0, limit=50):
         """Alerts not yet delivered to every chat, after id `after` (one chat's progress), oldest first."""
