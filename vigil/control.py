@@ -25,7 +25,6 @@ class Control:
         self.listeners = []  # callables(kind, text) for alerts, e.g. the Telegram bot
         self.failures = 0  # cycles in a row that raised (the loop resets it)
         self.failing, self.down = set(), set()  # strategies that fail, feeds that are down, as last alerted
-        self.last_answers = None  # the feeds' errors and strategies' answers last compared
 
     def alert(self, kind, text):
         """Stored first (the bot sends from the database, in order), then handed to the listeners."""
@@ -83,9 +82,6 @@ class Control:
     def answers(self, feeds, strategies):
         """Strategies failing and feeds going down ({name: error or None}, {name: answer}) are alerted when they
         start, and when they recover."""
-        if (feeds, strategies) == self.last_answers:  # word for word as last cycle: nothing started or recovered
-            return
-        self.last_answers = (feeds, strategies)
         failing = {name for name, what in strategies.items() if what.startswith("error:")}
         down = {k for k, err in feeds.items() if err}
         for name in sorted(failing - self.failing):

@@ -212,30 +212,20 @@ def problem(name, d):
     """Returns the first mismatch of dict d against schema name, or None."""
     if not isinstance(d, dict):
         return f"expected a dict, got {type(d).__name__}"
-    for key, types, check, no_bool in _CHECKS[name]:
-        v = d.get(key, _MISSING)
-        if v is _MISSING:
+    schema = SCHEMAS[name]
+    for key, (types, check) in schema.items():
+        if key not in d:
             return f"{key}: missing"
-        if not isinstance(v, types) or no_bool and v.__class__ is bool:  # bool is an int, never a valid number
+        v = d[key]
+        if not isinstance(v, types) or v.__class__ is bool and types is not bool:  # a bool is an int, not a number
             return f"{key}: expected {_names(types)}, got {type(v).__name__}"
         if check is not None and v is not None:
             err = check(v)
             if err:
                 return f"{key}: {err}"
-    if len(d) > len(_CHECKS[name]):  # every key is checked above: more keys than that means an undeclared one
-        extra = sorted(set(d) - SCHEMAS[name].keys())
-        return f"{extra[0]}: not in the schema"
+    if len(d) > len(schema):  # every key is checked above: more keys than that means an undeclared one
+        return f"{sorted(set(d) - schema.keys())[0]}: not in the schema"
     return None
-
-
-def _tuple(types):
-    return types if isinstance(types, tuple) else (types,)
-
-
-_MISSING = object()
-# Each schema as (key, types, check, bool rejected) rows: validation runs several times every cycle.
-_CHECKS = {name: [(key, _tuple(types), check, int in _tuple(types) and bool not in _tuple(types))
-                  for key, (types, check) in schema.items()] for name, schema in SCHEMAS.items()}
 
 
 def validate(name, d):
@@ -247,7 +237,7 @@ def validate(name, d):
 
 
 def _names(types):
-    return " or ".join("None" if t is type(None) else t.__name__ for t in types)
+    return " or ".join("None" if t is type(None) else t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
 
 
 def opposite(side):
