@@ -385,7 +385,7 @@ class FakeVenues:
             if path == "/fapi/v1/algoOrder":
                 stop = self.stops.get(q.get("clientAlgoId")) or next(
                     (s for s in self.stops.values() if str(s["algoId"]) == q.get("algoId")), None)
-                if stop is None:
+                if stop is None or method == "GET" and self._lagging(stop):
                     return 400, {"code": -2013, "msg": "Order does not exist."}
                 if method == "DELETE":
                     if stop["algoStatus"] != "NEW":
@@ -472,6 +472,8 @@ class FakeVenues:
                     "reduceOnly": str(req.get("reduceOnly", False)).lower(),
                     "workingType": {"MarkPrice": "MARK_PRICE"}.get(req.get("triggerBy"), "CONTRACT_PRICE")},
                     req["orderLinkId"], bybit=True)
+                if status == 503:
+                    return 503, b"service unavailable"
                 if status != 200:
                     return fail(110072 if answer["code"] == -20132 else 10001, answer["msg"])
                 return ok({"orderId": str(answer["algoId"]), "orderLinkId": req["orderLinkId"]})
@@ -504,6 +506,8 @@ class FakeVenues:
                 # Asked by id, Bybit answers for any recent order; otherwise realtime lists working ones only.
                 link, oid = q.get("orderLinkId"), q.get("orderId")
                 stop = self.stops.get(link)
+                if stop is not None and self._lagging(stop):
+                    return ok({"category": "linear", "list": [], "nextPageCursor": ""})
                 if stop is not None and not stop["actualOrderId"]:  # not triggered: Bybit's conditional view
                     return ok({"category": "linear", "list": [self._bybit_stop(stop)], "nextPageCursor": ""})
                 if stop is not None:
@@ -549,8 +553,9 @@ class FakeVenues:
         """A stop-market order resting until the mark crosses its trigger price (reduce-only, as Vigil sends)."""
         self.order_posts.append(cid)
         fault = self.order_faults.pop(0) if self.order_faults else None
-        if fault in (418, 429):
-            return fault, {"code": -1003, "msg": "Too many requests."}
+        kinds = set(fault) if isinstance(fault, tuple) else {fault}
+        for code in kinds & {418, 429}:
+            return code, {"code": -1003, "msg": "Too many requests."}
         if cid in self.stops or cid in self.orders:
             self.duplicate_posts.append(cid)
             return 400, {"code": -20132, "msg": "The client algo id is duplicated."}
@@ -565,10 +570,11 @@ class FakeVenues:
             "timeInForce": "GTC", "quantity": q["quantity"], "algoStatus": "NEW", "triggerPrice": q["triggerPrice"],
             "price": "0", "workingType": q.get("workingType", "CONTRACT_PRICE"), "reduceOnly": True,
             "closePosition": False, "priceProtect": False, "createTime": ms, "updateTime": ms, "triggerTime": 0,
-            "actualOrderId": "", "actualPrice": "", "_trigger": float(q["triggerPrice"]), "_bybit": bybit}
+            "actualOrderId": "", "actualPrice": "", "_trigger": float(q["triggerPrice"]), "_bybit": bybit,
+            "_lag": self.lag_lookups if "lag" in kinds else 0}
         if self.on_order:
             self.on_order(cid, "stored")
-        if fault == 503:
+        if 503 in kinds:
             return 503, {"code": -1001, "msg": "Internal error; unable to process your request."}
         return 200, _public(stop)
 
@@ -690,6 +696,14 @@ class FakeVenues:
             order["_lag"] -= 1
             return None
         return order
+
+    @staticmethod
+    def _lagging(stop):
+        """A lookup of a stop the venue's index does not show yet (one fewer next time)."""
+        if stop["_lag"] <= 0:
+            return False
+        stop["_lag"] -= 1
+        return True
 
     def _step(self, order):
         if order["_next"] == "fill":

@@ -196,7 +196,7 @@ def test_reconciliation_reports_foreign_positions_and_halts_on_differences(tmp_p
                 orch.control.resume()
                 # the database believes in a position the exchange does not have: halt, naming it
                 orch.db.save_position({"id": "p9", "strategy": "momentum", "status": "open", "closed_at": None,
-                                       "kind": "directional", "stop": None, "stop_order": None,
+                                       "kind": "directional", "stop": None, "stop_order": None, "stop_held": False,
                                        "legs": [{"venue": "binance", "symbol": "BTC/USDT", "side": "buy",
                                                  "market": "swap", "qty": 0.5}]})
                 await orch.reconcile()
@@ -269,7 +269,7 @@ def test_the_operator_settles_a_difference_by_adopting_or_closing_it(tmp_path, m
                                          "funding": 0.0, "funding_ts": 0}],
                 "opened_at": 0, "stop": None, "target": None, "exit_by": 0, "status": "open", "fees": 0.0,
                 "funding": 0.0, "realized_pnl": 0.0, "unrealized_pnl": 0.0, "closed_at": None,
-                "close_reason": None, "proposal_id": "5:momentum:BTC/USDT:open", "stop_order": None}
+                "close_reason": None, "proposal_id": "5:momentum:BTC/USDT:open", "stop_order": None, "stop_held": False}
         orch.db.save_position(held)
         orch.book.positions[held["id"]] = held
 

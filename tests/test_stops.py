@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from fake_venue import FakeVenues
-from vigil import venues
+from vigil import tracker, venues
 from vigil.executor import Executor
 from vigil.live_broker import LiveBroker, reconcile
 from vigil.schemas import ORDER_WORKING
@@ -123,6 +123,25 @@ def test_a_stop_fired_while_away_is_booked_and_a_dropped_stop_is_placed_again(tm
         assert problems == []
         working = [o["id"] for o in db.orders(statuses=ORDER_WORKING)]
         assert working == [short["stop_order"]]
+
+
+@VENUES
+def test_a_stop_whose_answer_was_lost_is_watched_by_vigil_until_the_venue_confirms_it(tmp_path, venue):
+    with FakeVenues() as fake:
+        fake.order_faults = [None, (503, "lag")]  # the stop is taken, its answer lost, its lookups lag
+        crossed = {(venue, "BTC/USDT"): {"ts": 60_000, "open": 95.0, "high": 95.0, "low": 88.0, "close": 89.0,
+                                         "volume": 10.0}}
+
+        async def body(executor, db, ex, alerts):
+            position = await executor.open(directional(venue), 1, 0)
+            unconfirmed = tracker.mark(position, crossed, None, 60_000)
+            await executor.follow(2, 0)  # the lookup finds the stop resting: now the venue's to fire
+            confirmed = tracker.mark(db.position(position["id"]), crossed, None, 60_000)
+            return position, unconfirmed, confirmed
+        position, (_, reason, level), (held, later, _) = session(tmp_path, fake, venue, body)
+        assert position["stop_order"] in fake.resting_stops() and not position["stop_held"]
+        assert (reason, level) == ("stop", 90.0)  # Vigil fires it itself: the position is never unguarded
+        assert held["stop_held"] and later is None
 
 
 @VENUES

@@ -1,3 +1,4 @@
+import json
 import sqlite3
 
 import pytest
@@ -60,3 +61,19 @@ def test_position_queries(tmp_path):
     assert [p["id"] for p in db.positions("open")] == ["p0"]
     assert [p["id"] for p in db.closed_positions()] == ["p2", "p1"]
     assert [p["id"] for p in db.closed_positions(limit=1)] == ["p1"]
+
+
+def test_migration_says_which_stops_the_venue_confirmed(tmp_path):
+    path = str(tmp_path / "v.db")
+    conn = sqlite3.connect(path)  # a database as version 6 left it: positions name a stop, nothing says if held
+    for script in MIGRATIONS[:6]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version=6")
+    for oid, status in (("s1", "open"), ("s2", "unknown")):
+        conn.execute("INSERT INTO orders VALUES (?, 1, ?, ?, '{}')", (oid, f"p-{oid}", status))
+        body = json.dumps({"id": f"p-{oid}", "stop_order": oid})
+        conn.execute("INSERT INTO positions VALUES (?, 's', 'open', NULL, ?)", (f"p-{oid}", body))
+    conn.commit()
+    conn.close()
+    held = {p["id"]: p["stop_held"] for p in Storage(path).positions()}
+    assert held == {"p-s1": True, "p-s2": False}  # a stop whose answer was lost is not taken as held

@@ -228,7 +228,7 @@ class Orchestrator:
         if cycles and not (replays_exactly and cycles == {self.cycle_n + 1}):
             log.warning("trades since the checkpoint of cycle %d: positions taken from the database", self.cycle_n)
             return
-        self.book.positions = {p["id"]: {"stop_order": None, **p} for p in saved["positions"]}  # saved before stops
+        self.book.positions = {p["id"]: {"stop_order": None, "stop_held": False, **p} for p in saved["positions"]}  # saved before stops
         self.book.closed_pnl = saved["closed_pnl"]
 
     def _step(self, name):
@@ -345,8 +345,9 @@ class Orchestrator:
         if new["close_reason"] == "stop" and (old or {}).get("close_reason") != "stop" and new["status"] != "open":
             rec["notes"].append(f"{new['id']}: its stop at {new['stop']:g} fired at the venue")
         elif new["stop_order"] and new["stop_order"] != (old or {}).get("stop_order"):
-            rec["notes"].append(f"{new['id']}: stop at {new['stop']:g} for {new['legs'][0]['qty']:g} held by the "
-                                f"venue ({new['stop_order']})")
+            held = "held by the venue" if new["stop_held"] else "sent to the venue, not confirmed yet: watched by Vigil"
+            rec["notes"].append(f"{new['id']}: stop at {new['stop']:g} for {new['legs'][0]['qty']:g} {held} "
+                                f"({new['stop_order']})")
 
     def _usable(self, candles, rec):
         """The candle window without the series that hold a bar with a nan, an inf or a price <= 0: such a

@@ -247,7 +247,8 @@ def positions(live):
         legs = "; ".join(f"{leg['side']} {leg['qty']:g} {leg['symbol']}@{leg['venue']} "
                          f"in {leg['entry']:.2f} now {leg['mark']:.2f}" for leg in p["legs"])
         levels = "" if p["stop"] is None else f" | stop {p['stop']:g} " + (
-            "held by the venue" if p.get("stop_order") else "watched by Vigil")
+            "held by the venue" if p["stop_held"] else "placed, not confirmed by the venue: watched by Vigil too"
+            if p["stop_order"] else "watched by Vigil")
         levels += "" if p["target"] is None else f" | target {p['target']:g}"
         rows.append(f"{p['id']} [{p['strategy']}] {legs} | pnl {p['unrealized_pnl']:+.2f} "
                     f"funding {p['funding']:+.2f}{levels}{'' if p['status'] == 'open' else ' ' + p['status'].upper()}")

@@ -127,6 +127,7 @@ SCHEMAS = {
         "funding": (NUM, None), "realized_pnl": (NUM, None), "unrealized_pnl": (NUM, None),
         "closed_at": (OPT_NUM, None), "close_reason": (OPT_STR, None), "proposal_id": (str, None),
         "stop_order": (OPT_STR, None),  # the id of its stop resting at the venue, while one does
+        "stop_held": (bool, None),  # the venue has confirmed that stop resting: until then Vigil watches it too
     },
     # How to write a strategy: a module vigil/NAME.py with PARAMS (its config section's keys, in config.py's table
     # form) and propose(ctx) -> a TradeProposal (schemas.proposal / exit_proposal), a Veto (its schema above: it

@@ -41,6 +41,11 @@ MIGRATIONS = [
     """,
     # A position names the stop order the venue holds for it, if any.
     "UPDATE positions SET body = json_set(body, '$.stop_order', NULL) WHERE json_type(body, '$.stop_order') IS NULL",
+    # ... and whether the venue has confirmed that stop resting (until it has, Vigil watches the level too).
+    """
+    UPDATE positions SET body = json_set(body, '$.stop_held', json(CASE WHEN EXISTS (SELECT 1 FROM orders o
+        WHERE o.id = json_extract(positions.body, '$.stop_order') AND o.status = 'open') THEN 'true' ELSE 'false' END))
+    """,
 ]
 
 

@@ -20,7 +20,8 @@ def new_position(trade, now):
         "side": p["side"], "legs": legs, "opened_at": now, "stop": p["stop"], "target": p["target"],
         "exit_by": now + int(p["max_hold_s"] * 1000) if p["max_hold_s"] else 0,
         "status": "opening", "fees": 0.0, "funding": 0.0, "realized_pnl": 0.0, "unrealized_pnl": 0.0,
-        "closed_at": None, "close_reason": None, "proposal_id": p["id"], "stop_order": None})
+        "closed_at": None, "close_reason": None, "proposal_id": p["id"], "stop_order": None,
+        "stop_held": False})
 
 
 def book(position, order, fill):
@@ -48,10 +49,10 @@ def settle(position, orders, now, final=False):
 
     A leg with no entry order yet keeps an opening position opening (the rest of the trade is still to be
     sent), unless final: nothing more will be sent for it (a halt, or a restart settling what a crash left).
-    A stop resting at the venue is no exit in flight; stop_order names it.
+    A stop resting at the venue is no exit in flight; stop_order names it, stop_held says the venue confirmed it.
     """
     working = [o for o in orders if o["status"] in schemas.ORDER_WORKING and o["type"] != "venue_stop"]
-    stop = next((o["id"] for o in orders if o["type"] == "venue_stop" and o["status"] in schemas.ORDER_WORKING), None)
+    stop = next((o for o in orders if o["type"] == "venue_stop" and o["status"] in schemas.ORDER_WORKING), None)
     unsent = len({o["leg"] for o in orders if not o["reduce_only"]}) < len(position["legs"])
     if any(not o["reduce_only"] for o in working) or unsent and not final and position["status"] == "opening":
         status = "opening"
@@ -63,7 +64,8 @@ def settle(position, orders, now, final=False):
         status = "closing"  # an exit is in flight, or one ended short and is sent again next cycle
     else:
         status = "open"
-    was, position = position["status"], dict(position, status=status, stop_order=stop)
+    was, position = position["status"], dict(position, status=status, stop_order=stop and stop["id"],
+                                             stop_held=bool(stop) and stop["status"] == "open")
     if status == "closed" and was != "closed":
         position.update(closed_at=now, unrealized_pnl=0.0)
     return position
@@ -125,8 +127,8 @@ def _exit(position, bar, now):
             low, high = bar["low"], bar["high"]
         stop, target = position["stop"], position["target"]
         # the stop first when both are inside one bar: the bar's path is unknown, so assume the worse;
-        # a stop resting at the venue is the venue's to fire
-        if stop is not None and not position.get("stop_order") and (low <= stop if long else high >= stop):
+        # a stop the venue holds is the venue's to fire; one it has not confirmed (its answer lost) is watched
+        if stop is not None and not position["stop_held"] and (low <= stop if long else high >= stop):
             return "stop", stop if inside else None
         if target is not None and (high >= target if long else low <= target):
             return "target", target if inside else None
