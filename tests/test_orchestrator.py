@@ -272,6 +272,20 @@ def test_a_nan_or_inf_from_a_source_idles_what_it_touches_and_never_reaches_a_nu
     assert math.isfinite(orch.book.equity()) and orch.last["states"]["BTC/USDT"] != "unknown"
 
 
+def test_a_restarted_process_finds_a_bad_bar_already_inside_the_window(tmp_path):
+    orch = run(make(tmp_path), 400)
+    window = orch.source.candles()
+    data = {v: dict(by) for v, by in window["data"].items()}
+    c = data["binance"]["BTC/USDT"] = data["binance"]["BTC/USDT"].copy()
+    c[len(c) // 2, schemas.HIGH] = float("inf")  # arrived while the process that has since restarted ran
+    orch.db.close()
+    again = make(tmp_path)
+    again.source.candles = lambda: dict(window, data=data)
+    rec = asyncio.run(again.cycle())
+    assert any(note.startswith("binance BTC/USDT: the bar of") for note in rec["notes"])
+    assert rec["states"]["BTC/USDT"] == "unknown" and rec["states"]["ETH/USDT"] != "unknown"
+
+
 def test_the_cycle_notes_say_when_a_venue_stop_was_placed_and_when_it_fired(tmp_path):
     orch = run(make(tmp_path), 1500)
     notes = " | ".join(n for i in range(1, 1501) for n in orch.db.cycle(i)["notes"])

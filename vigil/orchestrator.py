@@ -13,7 +13,7 @@ from vigil.control import Control
 from vigil.decide import decide
 from vigil.executor import Executor, Halted
 from vigil.market_state import Trend
-from vigil.schemas import TS
+from vigil.schemas import OPEN, TS, VOLUME
 
 log = logging.getLogger("vigil.orchestrator")
 PRUNE_EVERY = 500  # cycles between retention sweeps
@@ -351,12 +351,16 @@ class Orchestrator:
 
     def _usable(self, candles, rec):
         """The candle window without the series that hold a bar with a nan, an inf or a price <= 0: such a
-        symbol stays idle (the cycle's notes say why) until that bar has left the window."""
+        symbol stays idle (the cycle's notes say why) until that bar has left the window.
+
+        The first cycle of a process reads every bar of the window (a restart forgets what it had found); later
+        cycles read only the bar that is new."""
         for venue, by_symbol in (candles["data"] or {}).items():
             for symbol, c in by_symbol.items():
-                last = c[-1].tolist() if len(c) else None
-                if last and (not all(map(math.isfinite, last)) or min(last[1:5]) <= 0):
-                    self.bad_bars[(venue, symbol)] = int(last[0])
+                bad = [row[TS] for row in (c if self.last is None else c[-1:]).tolist()
+                       if not all(map(math.isfinite, row)) or min(row[OPEN:VOLUME]) <= 0]
+                if bad:
+                    self.bad_bars[(venue, symbol)] = int(bad[-1])
         if not self.bad_bars:
             return candles
         data = {}
