@@ -50,7 +50,7 @@ def main():
     data_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "synth"
     for pairs, symbols in ((1, ["BTC/USDT"]), (2, ["BTC/USDT", "ETH/USDT"])):
         wall, mb, report = ours(data_dir, symbols)
-        candles = sum(report["backtest"]["candles"].values())
+        candles = sum(n for by_symbol in report["backtest"]["candles"].values() for n in by_symbol.values())
         print(f"{'+'.join(s.split('/')[0] for s in symbols)}: {candles:,} candles, {report['backtest']['cycles']:,} "
               f"cycles in {wall:.1f} s (the backtest loop {report['backtest']['seconds']:.1f} s) = "
               f"{candles / wall:,.0f} candles/s, peak RSS {mb:.0f} MB", flush=True)

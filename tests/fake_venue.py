@@ -21,6 +21,12 @@ PARTIAL = {"partial", "partial_then_fill", "partial_then_expire"}
 # Binance's answer -> Bybit's (retCode, retMsg) for the same refusal
 BYBIT_ERRORS = {-1003: (10006, "Too many visits!"), -2019: (110007, "Insufficient available balance"),
                 -4116: (110072, "OrderLinkedID is duplicate"), -4061: (10001, "position idx not match position mode")}
+# the last part of a history endpoint's path (Bybit: the whole path) -> what it serves
+HISTORY = {"klines": "candles", "markPriceKlines": "mark", "fundingRate": "funding",
+           "/v5/market/kline": "candles", "/v5/market/mark-price-kline": "mark",
+           "/v5/market/funding/history": "funding",
+           "candles": "candles", "history-candles": "candles", "mark-price-candles": "mark",
+           "history-mark-price-candles": "mark", "funding-rate-history": "funding"}
 
 
 def _binance_market(base):
@@ -68,6 +74,10 @@ class FakeVenues:
         self.nodelay = nodelay
         self.candles = {}  # (venue, BASE) -> list of [ts, o, h, l, c, v]
         self.funding = {}  # (venue, BASE) -> (rate, next funding ts, interval hours)
+        self.marks = {}  # (venue, BASE) -> list of mark-price [ts, o, h, l, c]
+        self.funding_history = {}  # (venue, BASE) -> list of settled [ts, rate]
+        self.pages = {"binance": (1500, 1000), "binance_spot": (1000, 0), "bybit": (1000, 200), "okx": (100, 100)}
+        """Rows one answer holds at most per venue: (candles, funding settlements), as the venues cap them."""
         self.fng = 50
         self.api_key, self.secret = "TESTKEY", "SECRETKEY123456"
         self.orders = {}  # client order id -> Binance order dict (the exchange's own state)
@@ -252,15 +262,9 @@ class FakeVenues:
                     "retExtInfo": {}, "time": int(time.time() * 1000)}
         if path == "/api/v5/public/instruments":
             return {"code": "0", "msg": "", "data": [_okx_market(b) for b in self.bases]}
-        if path.endswith("/klines") or path == "/v5/market/kline":
-            base = q["symbol"].replace("USDT", "")
-            start = int(q.get("startTime", q.get("start", 0)))
-            limit = int(q.get("limit", 500))
-            rows = [r for r in self.candles.get((venue, base), []) if r[0] >= start][:limit]
-            if venue.startswith("binance"):
-                return [[r[0], *map(str, r[1:6]), r[0] + MIN - 1, "1", 3, "1", "1", "0"] for r in rows]
-            return {"retCode": 0, "retMsg": "OK", "result": {"symbol": q["symbol"], "category": "linear", "list": [
-                [str(r[0]), *map(str, r[1:6]), "1"] for r in reversed(rows)]}, "retExtInfo": {}, "time": 0}
+        history = self._history(venue, path, q)
+        if history is not None:
+            return history
         if path.endswith("/premiumIndex"):
             rows = [{"symbol": f"{b}USDT", "markPrice": "100.0", "indexPrice": "100.0",
                      "estimatedSettlePrice": "100.0", "lastFundingRate": str(rate), "interestRate": "0.0001",
@@ -287,6 +291,49 @@ class FakeVenues:
                 rows = [r for r in rows if r["instId"] == q["instId"]]
             return {"code": "0", "msg": "", "data": rows}
         return 404
+
+    def _history(self, venue, path, q):
+        """Candles, mark-price candles and funding history, paged as each venue pages them: Binance the oldest
+        rows from startTime on; Bybit (given an end) and OKX the newest rows of the window asked, newest first.
+        A page holds at most the venue's limit (self.pages), whatever the request asks. None: another path."""
+        kind = HISTORY.get(path.rsplit("/", 1)[-1] if venue != "bybit" else path)
+        if kind is None:
+            return None
+        mark, funding = kind == "mark", kind == "funding"
+        base = q.get("symbol", q.get("instId", "")).replace("-USDT-SWAP", "").replace("USDT", "")
+        rows = (self.funding_history if funding else self.marks if mark else self.candles).get((venue, base), [])
+        n = min(int(q.get("limit", 100)), self.pages[venue][funding])
+        if venue == "okx":  # before and after: exclusive bounds
+            lo, hi = int(q.get("before", -1)) + 1, int(q.get("after", 2**62)) - 1
+        else:
+            lo = int(q.get("startTime", q.get("start", 0)))
+            hi = int(q.get("endTime", q.get("end", 2**62)))
+        inside = [r for r in rows if lo <= r[0] <= hi]
+        newest = venue == "okx" or venue == "bybit" and ("end" in q or "endTime" in q)
+        page = inside[-n:] if newest else inside[:n]
+        if venue != "binance" and venue != "binance_spot":
+            page = page[::-1]  # Bybit and OKX list newest first
+        if funding and venue == "binance":
+            return [{"symbol": q["symbol"], "fundingRate": str(r[1]), "fundingTime": r[0], "markPrice": "100"}
+                    for r in page]
+        if funding and venue == "bybit":
+            return {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "list": [
+                {"symbol": q["symbol"], "fundingRate": str(r[1]), "fundingRateTimestamp": str(r[0])}
+                for r in page]}, "retExtInfo": {}, "time": 0}
+        if funding:
+            return {"code": "0", "msg": "", "data": [
+                {"instType": "SWAP", "instId": q["instId"], "fundingRate": str(r[1]), "realizedRate": str(r[1]),
+                 "fundingTime": str(r[0]), "method": "current_period"} for r in page]}
+        if venue.startswith("binance"):
+            return [[r[0], *map(str, r[1:5]), "0" if mark else str(r[5]), r[0] + MIN - 1, "1", 3, "1", "1", "0"]
+                    for r in page]
+        if venue == "bybit":
+            return {"retCode": 0, "retMsg": "OK", "result": {"symbol": q["symbol"], "category": "linear", "list": [
+                [str(r[0]), *map(str, r[1:5])] + ([] if mark else [str(r[5]), "1"]) for r in page]},
+                "retExtInfo": {}, "time": 0}
+        return {"code": "0", "msg": "", "data": [  # contracts of 0.01 BTC, then base and quote volume, confirmed
+            [str(r[0]), *map(str, r[1:5])] + (["1"] if mark else [str(r[5] * 100), str(r[5]), "1", "1"])
+            for r in page]}
 
     def _handler(self):
         venues = self

@@ -128,7 +128,7 @@ def test_funding_history_is_never_read_ahead(tmp_path):
     cfg = config.load(cfg_file(tmp_path))
     candles = np.array([[i * 60_000, 10, 11, 9, 10, 5] for i in range(400)], float)
     rates = {"BTC/USDT": {"bybit": [(0, 0.0001, 8.0), (330 * 60_000, 0.0009, 8.0)]}}
-    src = BacktestSource(cfg, {"BTC/USDT": candles}, rates)
+    src = BacktestSource(cfg, {"binance": {"BTC/USDT": candles}}, rates)
     seen = []
     for _ in range(60):
         now = asyncio.run(src.tick())
@@ -153,7 +153,7 @@ def test_backtest_command_reports_gaps_and_bad_files(tmp_path):
     blue = (img[:, :, 0] == 30) & (img[:, :, 2] == 200)
     assert report["backtest"]["plot"] == str(tmp_path / "e.png") and blue[:, 10:].any(axis=0).all()
     assert (len(set(equity)) > 1) == (np.nonzero(blue)[0].min() == 10)
-    assert report["backtest"]["gaps"]["BTC/USDT"] == [{"from": 400 * 60_000, "bars": 10}]
+    assert report["backtest"]["gaps"] == {"binance": {"BTC/USDT": [{"from": 400 * 60_000, "bars": 10}]}}
     assert "backtest [" in out.stderr  # the progress bar
     (tmp_path / "bad").mkdir()
     write(tmp_path / "bad" / "BTCUSDT-1m.csv", "x,y\n1,2\n")
@@ -163,14 +163,14 @@ def test_backtest_command_reports_gaps_and_bad_files(tmp_path):
 
 
 def sim_candles(cfg, cycles):
-    """{symbol: (n, 6) candles} of the seeded sim market on binance: its warm-up bars, then one bar per cycle."""
+    """{"binance": {symbol: (n, 6) candles}} of the seeded sim market: its warm-up bars, then one bar per cycle."""
     market = SimMarket(cfg)
     rows = {s: [market.buf[0, k, i].tolist() for i in range(market.rows)] for k, s in enumerate(cfg["market"]["symbols"])}
     for _ in range(cycles):
         asyncio.run(market.tick())
         for s in rows:
             rows[s].append(list(map(float, market.candles()["data"]["binance"][s][-1])))
-    return {s: np.array(r, float) for s, r in rows.items()}
+    return {"binance": {s: np.array(r, float) for s, r in rows.items()}}
 
 
 def test_every_fill_is_booked_once_when_exits_fill_in_parts(tmp_path):
@@ -178,7 +178,7 @@ def test_every_fill_is_booked_once_when_exits_fill_in_parts(tmp_path):
     exit fills equal its entry fills, leg by leg, as the database holds them."""
     cfg = config.load(cfg_file(tmp_path))
     data = sim_candles(cfg, 4000)
-    for candles in data.values():
+    for candles in data["binance"].values():
         candles[1::2, 5] *= 0.001  # every other bar is thin: what one bar filled, the next fills in parts
     backtest.run(cfg, data, {}, str(tmp_path / "bt.db"), str(tmp_path / "eq.csv"), progress=None)
     db = Storage(str(tmp_path / "bt.db"))
@@ -213,7 +213,7 @@ def test_stops_fire_inside_the_bar_at_the_stop_or_a_gapped_open(tmp_path, venue_
     data = sim_candles(cfg, 3000)
     backtest.run(cfg, data, {}, str(tmp_path / "bt.db"), str(tmp_path / "eq.csv"), progress=None)
     db = Storage(str(tmp_path / "bt.db"))
-    bars = {(s, int(r[0])): r for s, c in data.items() for r in c}
+    bars = {(s, int(r[0])): r for s, c in data["binance"].items() for r in c}
     fired = 0
     for p in db.positions("closed"):
         if p["close_reason"] != "stop":
@@ -268,7 +268,7 @@ def test_sweep_ranks_on_the_train_period_and_shows_the_test_period_beside_it(tmp
     data = sim_candles(cfg, 2400)
     folder = tmp_path / "data"
     folder.mkdir()
-    for s, c in data.items():
+    for s, c in data["binance"].items():
         np.savetxt(folder / f"{s.replace('/', '')}-1m.csv", c, delimiter=",", fmt="%.17g")
     args = [sys.executable, "run.py", "--config", str(cfg_path), "sweep", "--data", str(folder),
             "--set", "momentum.range_bars=20,30", "--set", "risk.risk_per_trade=0.003,0.005", "--jobs", "2"]
@@ -286,7 +286,7 @@ def test_sweep_ranks_on_the_train_period_and_shows_the_test_period_beside_it(tmp
     point = dict(cfg, momentum=dict(cfg["momentum"], range_bars=best["set"]["momentum.range_bars"]),
                  risk=dict(cfg["risk"], risk_per_trade=best["set"]["risk.risk_per_trade"]))
     for side, keep in (("train", lambda c: c[c[:, 0] < split]), ("test", lambda c: c[c[:, 0] >= split])):
-        alone = backtest.run(point, {s: keep(c) for s, c in data.items()}, {}, progress=None)
+        alone = backtest.run(point, {"binance": {s: keep(c) for s, c in data["binance"].items()}}, {}, progress=None)
         assert best[side]["net_pnl"] == pytest.approx(alone["total"]["net_pnl"] if alone["total"] else None)
     text = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300).stdout
     assert text.startswith("4 points tried; ranked by net_pnl on the train period")

@@ -73,6 +73,12 @@ CASES = [  # (name, setup(tmp_path) -> database or None, arguments, config or No
      "holds 5m candles, not 1m: set [market] timeframe = 5m"),
     ("fewer candles than the warm-up", None, ["backtest", "--data", "{short}"], None, 2,
      "not more than the 300 of [market] history"),
+    ("perpetuals from an exchange download does not take them from", None,
+     ["download", "--exchange", "kraken", "--symbols", "BTC/USDT", "--from", "2025-01-01"], None, 2,
+     "--market swap: perpetuals come from binance, bybit, okx, not kraken"),
+    ("an exchange ccxt does not know", None,
+     ["download", "--exchange", "krakn", "--market", "spot", "--symbols", "BTC/USDT", "--from", "2025-01-01"], None,
+     2, "--exchange krakn: not an exchange ccxt knows"),
 ]
 
 

@@ -20,6 +20,7 @@ from vigil.orchestrator import Orchestrator
 from vigil.schemas import TS
 from vigil.sim import SimBroker
 from vigil.storage import Storage
+from vigil.venues import CLIENTS
 
 ABSENT = schemas.feed(error="no history in this backtest")  # copied: each cycle gets feed dicts of its own
 
@@ -32,9 +33,47 @@ def day_ms(day):
     return int(datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
 
 
-def load(cfg, data_path, symbols=None, start=None, end=None, funding=()):
-    """Candles per symbol cut to [start, end) and funding per symbol and venue; the run's symbols are the data's."""
-    data = candle_files.load(data_path, symbols)
+def load(cfg, paths, symbols=None, start=None, end=None, funding=()):
+    """Candles per venue and symbol cut to [start, end), and funding per symbol and venue; the run's symbols are
+    the data's.
+
+    paths: candle files or folders (one path alone works too). A folder named EXCHANGE-MARKET, as download writes
+    them, holds that venue's candles (binance-swap: binance, binance-spot: binance_spot) and, in the
+    BASEQUOTE-funding files beside them, its funding history; a folder of any other name holds the trade venue's.
+    funding: VENUE:FILE items, funding history of venues that have no such folder.
+    """
+    market = cfg["market"]
+    data, rates, held = {}, {}, {}
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        venue = candle_files.venue_of(path) or market["trade_venue"]
+        if venue in held:
+            raise ValueError(f"{path}: holds {venue} candles as {held[venue]} does: one folder per venue, each named "
+                             "EXCHANGE-MARKET as download names them (binance-swap, bybit-swap ...)")
+        if venue not in CLIENTS:
+            raise ValueError(f"{path}: its name says venue {venue}, which Vigil does not know ({', '.join(CLIENTS)}): "
+                             "rename the folder (a folder of another name holds the trade venue's candles)")
+        if venue not in market["venues"]:
+            raise ValueError(f"{path}: holds {venue} candles, and {venue} is not among [market] venues "
+                             f"({', '.join(market['venues'])}): add it there, or leave this folder out")
+        held[venue] = path
+        data[venue] = _cut(cfg, path, candle_files.load(path, symbols), start, end)
+        for f in candle_files.funding_files(path, data[venue]):
+            rates.setdefault(candle_files.symbol_of(f), {})[venue] = candle_files.read_funding(f)
+    if market["trade_venue"] not in data:
+        raise ValueError(f"[market] trade_venue: {market['trade_venue']} has no candles in --data (it holds "
+                         f"{', '.join(sorted(data))}): set trade_venue to one of them, or add its folder")
+    for item in funding:
+        venue, _, path = item.partition(":")
+        if venue in rates.get(candle_files.symbol_of(path), {}):
+            raise ValueError(f"--funding {item}: {venue} {candle_files.symbol_of(path)} funding is already in "
+                             f"{held[venue]}: give it once")
+        rates.setdefault(candle_files.symbol_of(path), {})[venue] = candle_files.read_funding(path)
+    return data, rates
+
+
+def _cut(cfg, data_path, data, start, end):
+    """One venue's {symbol: candles} cut to [start, end), each of the configured timeframe and longer than the
+    warm-up."""
     lo = day_ms(start) if start else None
     hi = day_ms(end) if end else None
     timeframe, history = cfg["market"]["timeframe"], cfg["market"]["history"]
@@ -49,11 +88,12 @@ def load(cfg, data_path, symbols=None, start=None, end=None, funding=()):
             raise ValueError(f"{data_path}: {s} has {int(keep.sum())} candles in the range asked (the data covers "
                              f"{span}), not more than the {history} of [market] history the warm-up takes")
         data[s] = c[keep]
-    rates = {}
-    for item in funding:
-        venue, _, path = item.partition(":")
-        rates.setdefault(candle_files.symbol_of(path), {})[venue] = candle_files.read_funding(path)
-    return data, rates
+    return data
+
+
+def series(data):
+    """(venue, symbol, candles) of {venue: {symbol: candles}}, one by one."""
+    return [(v, s, c) for v, by_symbol in data.items() for s, c in by_symbol.items()]
 
 
 def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, recorded=None, plot=None,
@@ -61,12 +101,12 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     """Returns the report dict; the equity curve and exposure go to equity_csv, its picture to plot (a PNG),
     every position to trades_csv; breakdown ('day', 'week' or 'month') adds realized PnL per such period.
 
-    recorded: a RecordedSource replaying another database's flight record instead of candle files.
+    data: {venue: {symbol: candles}}; recorded: a RecordedSource replaying another database's flight record instead.
     """
-    symbols = sorted(data) if recorded is None else cfg["market"]["symbols"]
+    symbols = sorted({s for _, s, _ in series(data)}) if recorded is None else cfg["market"]["symbols"]
     cfg = dict(cfg, vigil=dict(cfg["vigil"], console=False, db=db_path), market=dict(cfg["market"], symbols=symbols))
     bar_ms = TIMEFRAME_MS[cfg["market"]["timeframe"]]
-    found_gaps = {s: candle_files.gaps(c, bar_ms) for s, c in data.items()}
+    found_gaps = {v: {s: candle_files.gaps(c, bar_ms) for s, c in by_symbol.items()} for v, by_symbol in data.items()}
     tmp = None
     if db_path is None:
         tmp = tempfile.TemporaryDirectory()
@@ -121,16 +161,17 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     out["mode"] = "backtest"
     closed = db.closed_positions()
     out["backtest"] = {
-        "candles": {s: len(c) for s, c in data.items()}, "cycles": total,
+        "candles": {v: {s: len(c) for s, c in by_symbol.items()} for v, by_symbol in data.items()}, "cycles": total,
         "timeframe": cfg["market"]["timeframe"], "venue": cfg["market"]["trade_venue"],
-        "from": min((int(c[0, TS]) for c in data.values()), default=None),
-        "to": max((int(c[-1, TS]) for c in data.values()), default=None),
-        "gaps": {s: [{"from": ts, "bars": n} for ts, n in g] for s, g in found_gaps.items()},
+        "from": min((int(c[0, TS]) for _, _, c in series(data)), default=None),
+        "to": max((int(c[-1, TS]) for _, _, c in series(data)), default=None),
+        "gaps": {v: {s: [{"from": ts, "bars": n} for ts, n in g] for s, g in by_symbol.items()}
+                 for v, by_symbol in found_gaps.items()},
         "fees_paid": sum(p["fees"] for p in closed), "funding": sum(p["funding"] for p in closed),
         "exposure": {"mean": exposure["sum"] / max(total, 1), "max": exposure["max"],
                      "time_in_market": exposure["in"] / max(total, 1)},
         "seconds": round(time.time() - started, 3),
-        "funding_history": sorted(rates) or "none: funding strategies stay idle",
+        "funding_history": {s: sorted(by_venue) for s, by_venue in sorted(rates.items())},
     }
     if equity_csv:
         out["backtest"]["equity_csv"] = equity_csv
@@ -151,18 +192,22 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
 
 def text(out):
     b = out["backtest"]
-    gaps = {s: g for s, g in b["gaps"].items() if g}
+    held = "; ".join(f"{', '.join(by_symbol)} on {v}" for v, by_symbol in b["candles"].items())
+    counts = "; ".join(f"{v} " + ", ".join(f"{s} {n:,}" for s, n in by_symbol.items())
+                       for v, by_symbol in b["candles"].items())
     span = (f"{_day(b['from'])} to {_day(b['to'])}, " if b["from"] is not None else "") + \
-        f"{b['timeframe']} candles of {', '.join(b['candles']) or 'a recorded session'} on {b['venue']}"
+        f"{b['timeframe']} candles of {held or 'a recorded session on ' + b['venue']}"
+    history = ", ".join(f"{s} on {', '.join(venues)}" for s, venues in b["funding_history"].items())
     lines = [span, report.text(out), "",
-             f"backtest: {b['cycles']:,} cycles over "
-             f"{', '.join(f'{s} {n:,}' for s, n in b['candles'].items()) or 'a recorded session'} in {b['seconds']:.1f}s",
+             f"backtest: {b['cycles']:,} cycles over {counts or 'a recorded session'} in {b['seconds']:.1f}s",
              f"fees paid {b['fees_paid']:.2f}, funding {b['funding']:+.2f}; gross exposure mean "
              f"{b['exposure']['mean']:.1%} max {b['exposure']['max']:.1%}, in the market "
              f"{b['exposure']['time_in_market']:.1%} of the time",
-             f"funding history: {b['funding_history']}"]
-    for s, g in gaps.items():
-        lines.append(f"gaps in {s}: {len(g)} ({sum(x['bars'] for x in g)} bars missing, not filled)")
+             f"funding history: {history or 'none: funding strategies stay idle'}"]
+    for v, by_symbol in b["gaps"].items():
+        for s, g in by_symbol.items():
+            if g:
+                lines.append(f"gaps in {s} on {v}: {len(g)} ({sum(x['bars'] for x in g)} bars missing, not filled)")
     if b.get("equity_csv"):
         lines.append(f"equity curve: {b['equity_csv']}")
     if b.get("plot"):
@@ -211,19 +256,19 @@ def _trades(db, path):
 
 
 class BacktestSource:
-    """Candles for the trade venue from files; funding from history files if given; other feeds absent."""
+    """Each venue's candles from files, its bars its own; funding from history files if given; other feeds absent."""
 
     def __init__(self, cfg, candles, funding=None):
         self.venue = cfg["market"]["trade_venue"]
         self.history = cfg["market"]["history"]
         self.bar_ms = TIMEFRAME_MS[cfg["market"]["timeframe"]]
-        self.data = candles  # {symbol: ndarray (n, 6)}
+        self.data = {(v, s): c for v, s, c in series(candles)}  # {(venue, symbol): ndarray (n, 6)}
         self.funding = funding or {}  # {symbol: {venue: [(ts, rate, interval_h)]}}
-        # One timeline for all symbols: a symbol that has no bar at a time keeps its last one (gaps stay gaps).
-        self.timeline = np.unique(np.concatenate([c[:, TS] for c in candles.values()]))
+        # One timeline for all series: one that has no bar at a time keeps its last one (gaps stay gaps).
+        self.timeline = np.unique(np.concatenate([c[:, TS] for c in self.data.values()]))
         self.i = min(self.history, len(self.timeline)) - 1  # the first history bars only warm up
         start = self.timeline[self.i] if len(self.timeline) else -1
-        self.end = {s: int(np.searchsorted(c[:, TS], start, side="right")) for s, c in candles.items()}
+        self.end = {key: int(np.searchsorted(c[:, TS], start, side="right")) for key, c in self.data.items()}
         self.now = int(start) + self.bar_ms  # close time of the latest bar served
 
     def count(self):
@@ -238,21 +283,22 @@ class BacktestSource:
     async def tick(self):
         self.i += 1
         t = self.timeline[self.i]
-        for s, c in self.data.items():
-            e = self.end[s]
-            if e < len(c) and c[e, TS] <= t:  # the timeline holds every bar, so a symbol moves one bar at most
-                self.end[s] = e + 1
+        for key, c in self.data.items():
+            e = self.end[key]
+            if e < len(c) and c[e, TS] <= t:  # the timeline holds every bar, so a series moves one bar at most
+                self.end[key] = e + 1
         self.now = int(t) + self.bar_ms
         return self.now
 
     def candles(self):
-        end, history = self.end, self.history
-        data = {s: c[max(0, end[s] - history):end[s]] for s, c in self.data.items()}
-        return schemas.feed({self.venue: data}, self.now)
+        end, history, data = self.end, self.history, {}
+        for (v, s), c in self.data.items():
+            data.setdefault(v, {})[s] = c[max(0, end[v, s] - history):end[v, s]]
+        return schemas.feed(data, self.now)
 
     def bar(self, venue, symbol):
-        end = self.end.get(symbol) if venue == self.venue else None
-        return schemas.bar(self.data[symbol][end - 1]) if end else None
+        end = self.end.get((venue, symbol))
+        return schemas.bar(self.data[venue, symbol][end - 1]) if end else None
 
     async def feeds(self, now):
         out = {name: dict(ABSENT) for name in schemas.FEEDS}
@@ -261,12 +307,13 @@ class BacktestSource:
         return out
 
     def _funding(self, now):
-        """The last rate published at or before now per symbol and venue: never a later one."""
+        """The last rate published at or before now per symbol and venue: never a later one. Its mark is the venue's
+        own bar, or the trade venue's for a venue without candles (funding given as VENUE:FILE)."""
         out = {}
         for symbol, venues in self.funding.items():
-            bar = self.bar(self.venue, symbol)
             for venue, rows in venues.items():
                 k = bisect.bisect_right(rows, (now, float("inf"), float("inf"))) - 1
+                bar = self.bar(venue, symbol) or self.bar(self.venue, symbol)
                 if k < 0 or bar is None:
                     continue
                 ts, rate, hours = rows[k]
@@ -299,8 +346,8 @@ def sweep(cfg, data, rates, points, split, metric, jobs=None, progress=None):
     Returns rows ranked by the metric on train (the lower the better for max_drawdown), each with both periods'
     figures: what was chosen on one period is judged on the next, never on itself.
     """
-    train = {s: c[c[:, TS] < split] for s, c in data.items()}
-    test = {s: c[c[:, TS] >= split] for s, c in data.items()}
+    train = {v: {s: c[c[:, TS] < split] for s, c in by_symbol.items()} for v, by_symbol in data.items()}
+    test = {v: {s: c[c[:, TS] >= split] for s, c in by_symbol.items()} for v, by_symbol in data.items()}
     tasks = [(cfg, point, period, rates) for point in points for period in (train, test)]
     with concurrent.futures.ProcessPoolExecutor(jobs or os.cpu_count()) as pool:
         results = []

@@ -1,5 +1,5 @@
-"""Reads candle history files (Binance kline CSV dumps, plain, zipped or gzipped, and ccxt OHLCV JSON) and downloads
-them with ccxt (paginated, rate-limited, resumable)."""
+"""Reads candle and funding history files (Binance kline CSV dumps, plain, zipped or gzipped, and ccxt OHLCV JSON) and
+downloads them with ccxt into one folder per exchange and market type (paginated, rate-limited, resumable)."""
 import array
 import csv
 import gzip
@@ -16,10 +16,14 @@ import zlib
 
 import numpy as np
 
+from vigil import venues
 from vigil.config import TIMEFRAME_MS
 from vigil.schemas import TS
+from vigil.venues import CLIENTS
 
 HEADER = ["open_time", "open", "high", "low", "close", "volume", "close_time"]
+# ccxt id -> (candles, funding settlements) one request asks for: each venue's page (ccxt caps Binance at 1,000)
+PAGES = {"binanceusdm": (1000, 1000), "bybit": (1000, 200), "okx": (100, 100)}
 
 
 class CandleFileError(ValueError):
@@ -172,6 +176,15 @@ def load(path, symbols=None):
     return data
 
 
+def funding_files(path, symbols):
+    """The funding histories (BASEQUOTE-funding.csv, as download writes them) beside a candle file or in a folder,
+    of the symbols given."""
+    path = pathlib.Path(path)
+    folder = path if path.is_dir() else path.parent
+    return sorted(f for f in folder.iterdir() if re.search(r"-funding\.(csv|json)(\.gz)?$", f.name)
+                  and symbol_of(f) in symbols)
+
+
 def timeframe_of(candles):
     """The timeframe ('1m', '5m' ...) of a candle series by its most common step, or None if it is none of them."""
     step = int(np.median(np.diff(candles[:, TS]))) if len(candles) > 1 else 0
@@ -205,37 +218,129 @@ def read_funding(path):
     return [(ts, rate, step) for ts, rate in points]
 
 
-def client(exchange_id, url=None):
+def folder(exchange, market):
+    """Where download writes one exchange's market type: OUT/binance-swap, OUT/okx-swap, OUT/binance-spot."""
+    return f"{exchange}-{market}"
+
+
+def venue(exchange, market):
+    """The Vigil venue of an exchange's market type: a perpetual is the exchange's name, spot adds _spot."""
+    return exchange if market == "swap" else f"{exchange}_spot"
+
+
+def venue_of(path):
+    """The venue a download folder (or a file in one) holds, read from its name; None for any other name."""
+    path = pathlib.Path(path)
+    found = re.fullmatch(r"([a-z0-9]+)-(spot|swap)", (path if path.is_dir() else path.parent).name)
+    return venue(*found.groups()) if found else None
+
+
+def client(exchange, market="swap", url=None):
+    """A rate-limited ccxt REST client of an exchange's spot or USDT-margined perpetual markets."""
     import ccxt  # imported here: only this command needs the REST client
-    ex = getattr(ccxt, exchange_id)({"enableRateLimit": True, "options": {"fetchMarkets": {"types": ["spot"]},
-                                                                          "defaultType": "spot"}})
-    if url:  # the public REST API through a proxy, a mirror or a test server
-        ex.urls["api"]["public"] = url.rstrip("/")
+    name = venue(exchange, market)
+    if market == "swap" and CLIENTS.get(name, (None, None, "spot"))[2] != "swap":
+        raise ValueError(f"--market swap: perpetuals come from "
+                         f"{', '.join(v for v, c in CLIENTS.items() if c[2] == 'swap')}, not {exchange}")
+    if exchange not in ccxt.exchanges:
+        raise ValueError(f"--exchange {exchange}: not an exchange ccxt knows")
+    ex = venues.build(ccxt, *CLIENTS.get(name, (exchange, ["spot"], "spot")), {"enableRateLimit": True})
+    if url:  # a proxy, a mirror or a test server: every endpoint keeps its path
+        ex.urls["api"] = venues.override(ex.urls["api"], url, None, ex)
     return ex
 
 
 def download(ex, symbol, timeframe, since, until, out_dir, log=print):
-    """Appends closed candles in [since, until) to OUT/BASEQUOTE-TF.csv, resuming after its last row."""
-    step = TIMEFRAME_MS[timeframe]
-    path = pathlib.Path(out_dir) / f"{symbol.replace('/', '')}-{timeframe}.csv"
+    """Appends what the venue has published in [since, until) to out_dir: closed candles (BASEQUOTE-TF.csv) and,
+    for a perpetual, funding settlements (BASEQUOTE-funding.csv) and mark-price candles (BASEQUOTE-mark-TF.csv).
+
+    Each file resumes after its last row. Returns {path: rows written}; raises CandleFileError when the venue
+    lists no such market or has no candle of it in the range, so that nothing written never passes for success.
+    """
+    ex.load_markets()
+    market = next((m for m in (symbol, venues.swap_symbol(symbol)) if m in ex.markets), None)
+    if market is None:
+        raise CandleFileError(f"{out_dir}: {ex.id} lists no market {symbol}: nothing downloaded for it")
+    name, step = symbol.replace("/", ""), TIMEFRAME_MS[timeframe]
+    now = int(time.time() * 1000)
+    closed = min(until, now // step * step)  # the candle open now is not final yet
+    per_page, rates_per_page = PAGES.get(ex.id, (1000, 1000))
+
+    def candles(params):
+        def fetch(a, b):
+            rows = ex.fetch_ohlcv(market, timeframe, since=a, limit=per_page, params={**params, "until": b - 1})
+            return [[int(r[0]), *r[1:5], r[5] or 0, int(r[0]) + step - 1] for r in rows]  # mark candles: no volume
+        return fetch
+
+    def funding(a, b):
+        # ccxt passes no end to OKX's funding history: its own 'after' (exclusive) bounds the window
+        window = {"after": b} if ex.id == "okx" else {"until": b - 1}
+        rows = ex.fetch_funding_rate_history(market, since=a, limit=rates_per_page, params=window)
+        return [[int(r["timestamp"]), r["fundingRate"]] for r in rows if r["fundingRate"] is not None]
+
+    out_dir = pathlib.Path(out_dir)
+    written = {}
+    path = out_dir / f"{name}-{timeframe}.csv"
+    written[path] = _append(path, HEADER, read_file, candles({}), since, closed, step, per_page * step)
+    if not _report(log, symbol, "candles", path, written[path], step):
+        raise CandleFileError(f"{out_dir}: {ex.id} has no {market} candles in the range asked: nothing written")
+    if ex.markets[market]["swap"]:
+        path = out_dir / f"{name}-funding.csv"
+        # settlements come at most hourly on these venues: a window of a page of hours holds at most a page
+        written[path] = _append(path, ["timestamp", "rate"], read_funding, funding, since, min(until, now), 1,
+                                rates_per_page * 3_600_000)
+        log(f"{symbol}: {written[path]:,} funding settlements written to {path}")
+        if ex.has.get("fetchMarkOHLCV"):
+            path = out_dir / f"{name}-mark-{timeframe}.csv"
+            written[path] = _append(path, HEADER, read_file, candles({"price": "mark"}), since, closed, step,
+                                    per_page * step)
+            if not _report(log, symbol, "mark-price candles", path, written[path], step):
+                log(f"{symbol}: no mark-price candles in the range asked")
+    return written
+
+
+def _append(path, header, read, fetch, since, until, step, span):
+    """Appends fetch(a, b)'s rows in [since, until), time first, to a CSV file after its last row; returns how many.
+
+    Each request asks one window of at most a page of rows: a venue that answers a window newest first (Bybit,
+    OKX) cannot leave its older part out. A window that ends early (a hole, or a shorter page) is asked again
+    from its last row on; an empty one is passed. The file is created with its first row, never empty.
+    """
     if path.exists() and path.stat().st_size:
-        have = read_file(path)
+        have = read(path)
         if len(have):
-            since = max(since, int(have[-1, TS]) + step)  # resume: never a duplicate row
-    until = min(until, (int(time.time() * 1000) // step) * step)  # only candles that have closed
-    fresh = not path.exists() or not path.stat().st_size
-    written = 0
-    with open(path, "a", newline="") as f:
-        w = csv.writer(f)
-        if fresh:
-            w.writerow(HEADER)
+            since = max(since, int(have[-1][0]) + step)  # resume: never a duplicate row
+    written, f = 0, None
+    try:
         while since < until:
-            rows = [r for r in ex.fetch_ohlcv(symbol, timeframe, since=since, limit=1000) if since <= r[0] < until]
-            if not rows:
-                break
-            w.writerows([int(r[0]), *r[1:6], int(r[0]) + step - 1] for r in rows)
-            f.flush()  # what is written survives an interruption: the next run resumes after it
-            written += len(rows)
-            since = int(rows[-1][0]) + step
-    log(f"{symbol}: {written} candles written to {path}")
-    return path, written
+            end = min(since + span, until)
+            rows = [r for r in fetch(since, end) if since <= r[0] < end]
+            if rows:
+                if f is None:
+                    fresh = not path.exists() or not path.stat().st_size
+                    f = open(path, "a", newline="")
+                    out = csv.writer(f)
+                    if fresh:
+                        out.writerow(header)
+                out.writerows(rows)
+                f.flush()  # what is written survives an interruption: the next run resumes after it
+                written += len(rows)
+            since = rows[-1][0] + step if rows else end
+    finally:
+        if f:
+            f.close()
+    return written
+
+
+def _report(log, symbol, what, path, written, step):
+    """One line per candle file: rows written and the venue's own holes, which stay holes. Returns the rows it holds."""
+    if not path.exists():
+        return 0
+    have = read_file(path)
+    holes = gaps(have, step)
+    day = lambda ms: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))  # noqa: E731
+    where = (f"; {len(holes)} gaps in the venue's data ({sum(n for _, n in holes):,} bars, the first at "
+             f"{day(holes[0][0])}), left as gaps") if holes else ""
+    log(f"{symbol}: {written:,} {what} written to {path} ({len(have):,} in it, {day(have[0, TS])} to "
+        f"{day(have[-1, TS])}){where}")
+    return len(have)

@@ -42,12 +42,14 @@ def parser():
     r.add_argument("--json", action="store_true", help="machine-readable output")
     bt = sub.add_parser("backtest", help="run the pipeline over stored candles")
     source = bt.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="a candle file or a folder of them")
+    source.add_argument("--data", nargs="+", action="extend", help="candle files or folders: one per venue, "
+                        "a folder named EXCHANGE-MARKET (binance-swap) for that venue, any other for the trade venue")
     source.add_argument("--recorded", help="another Vigil database: replay its recorded session")
     bt.add_argument("--symbols", nargs="*", help="only these symbols (BTC/USDT ...)")
     bt.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (UTC)")
     bt.add_argument("--to", dest="end", help="day after the last, YYYY-MM-DD (UTC)")
-    bt.add_argument("--funding", nargs="*", default=[], help="VENUE:FILE funding-rate history")
+    bt.add_argument("--funding", nargs="*", default=[], help="VENUE:FILE funding-rate history (a download folder's "
+                                                             "own is read without it)")
     bt.add_argument("--db", help="keep the backtest's database here: a new file, or an earlier backtest's database, "
                                  "which is replaced (default: a temporary one)")
     bt.add_argument("--equity-csv", help="write the equity curve and exposure per cycle to this CSV file")
@@ -56,26 +58,30 @@ def parser():
     bt.add_argument("--trades", help="write every position (strategy, times, prices, fees, PnL, exit reason) to CSV")
     bt.add_argument("--json", action="store_true", help="machine-readable output")
     sw = sub.add_parser("sweep", help="backtest a grid of settings: ranked on a train period, judged on the next")
-    sw.add_argument("--data", required=True, help="a candle file or a folder of them")
+    sw.add_argument("--data", required=True, nargs="+", action="extend",
+                    help="candle files or folders, as for backtest")
     sw.add_argument("--set", action="append", required=True, metavar="SECTION.KEY=V1,V2",
                     help="values to try, e.g. momentum.range_bars=20,30,40 (repeat for more keys: every combination)")
     sw.add_argument("--symbols", nargs="*", help="only these symbols (BTC/USDT ...)")
     sw.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (UTC)")
     sw.add_argument("--to", dest="end", help="day after the last, YYYY-MM-DD (UTC)")
-    sw.add_argument("--funding", nargs="*", default=[], help="VENUE:FILE funding-rate history")
+    sw.add_argument("--funding", nargs="*", default=[], help="VENUE:FILE funding-rate history, as for backtest")
     sw.add_argument("--split", help="first day of the test period, YYYY-MM-DD (default: 70%% of the span is train)")
     sw.add_argument("--metric", default="net_pnl", choices=("net_pnl", "sharpe", "sortino", "profit_factor",
                                                              "win_rate", "expectancy", "max_drawdown"))
     sw.add_argument("--jobs", type=int, help="processes at once (default: one per core)")
     sw.add_argument("--json", action="store_true", help="machine-readable output")
     dl = sub.add_parser("download", help="fetch candle history with ccxt into files backtest reads")
-    dl.add_argument("--exchange", default="binance", help="ccxt exchange id")
+    dl.add_argument("--exchange", default="binance", help="binance, bybit or okx (spot: any ccxt exchange id)")
+    dl.add_argument("--market", default="swap", choices=("swap", "spot"),
+                    help="swap (default): USDT-margined perpetual candles, funding and mark-price candles; "
+                         "spot: candles")
     dl.add_argument("--symbols", nargs="+", required=True, help="BTC/USDT ...")
     dl.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD (UTC)")
     dl.add_argument("--to", dest="end", help="day after the last, YYYY-MM-DD (UTC; default: now)")
     dl.add_argument("--timeframe", default="1m", choices=sorted(config.TIMEFRAME_MS))
-    dl.add_argument("--out", default="data", help="folder for the CSV files")
-    dl.add_argument("--url", help="the public REST API's base URL (binance: https://api.binance.com/api/v3)")
+    dl.add_argument("--out", default="data", help="the files go to OUT/EXCHANGE-MARKET, e.g. data/binance-swap")
+    dl.add_argument("--url", help="the REST API's scheme and host, e.g. a proxy or mirror (every path is kept)")
     rp = sub.add_parser("replay", help="re-run a recorded cycle's decisions and compare")
     rp.add_argument("--cycle", type=int, required=True, help="cycle number (see report or /why)")
     b = sub.add_parser("backup", help="online consistent copy of the database")
@@ -152,17 +158,17 @@ def _command(cfg, args):
         try:
             points = backtest.grid(cfg, args.set)
             data, rates = backtest.load(cfg, args.data, args.symbols, args.start, args.end, args.funding)
-            first = min(int(c[0, TS]) for c in data.values())
-            last = max(int(c[-1, TS]) for c in data.values())
+            first = min(int(c[0, TS]) for _, _, c in backtest.series(data))
+            last = max(int(c[-1, TS]) for _, _, c in backtest.series(data))
             split = backtest.day_ms(args.split) if args.split else first + (last - first) * 7 // 10
             if not first < split <= last:
                 raise ValueError(f"--split {args.split}: not inside the data ({backtest._day(first)} to "
                                  f"{backtest._day(last)})")
-            for s, c in data.items():
+            for v, s, c in backtest.series(data):
                 for name, n in (("train", int((c[:, TS] < split).sum())), ("test", int((c[:, TS] >= split).sum()))):
                     if n <= cfg["market"]["history"]:
-                        raise ValueError(f"--split: the {name} period holds {n} candles of {s}, not more than the "
-                                         f"{cfg['market']['history']} of [market] history its warm-up takes")
+                        raise ValueError(f"--split: the {name} period holds {n} candles of {s} on {v}, not more than "
+                                         f"the {cfg['market']['history']} of [market] history its warm-up takes")
         except (candle_files.CandleFileError, OSError, ValueError) as e:
             print(f"vigil: {e}", file=sys.stderr)
             return 2
@@ -174,16 +180,25 @@ def _command(cfg, args):
     if args.command == "download":
         import ccxt
         from vigil import backtest, candle_files
-        os.makedirs(args.out, exist_ok=True)
         try:
-            ex = candle_files.client(args.exchange, args.url)
+            since, until = backtest.day_ms(args.start), backtest.day_ms(args.end) if args.end else 2**62
+            ex = candle_files.client(args.exchange, args.market, args.url)
+        except ValueError as e:
+            raise UsageError(f"download: {e}") from None
+        out = os.path.join(args.out, candle_files.folder(args.exchange, args.market))
+        missing = []
+        try:
+            os.makedirs(out, exist_ok=True)
             for symbol in args.symbols:
-                candle_files.download(ex, symbol, args.timeframe, backtest.day_ms(args.start),
-                                  backtest.day_ms(args.end) if args.end else 2**62, args.out)
-        except (ccxt.BaseError, ValueError, AttributeError) as e:
+                try:
+                    candle_files.download(ex, symbol, args.timeframe, since, until, out)
+                except candle_files.CandleFileError as e:  # the other symbols still come
+                    print(f"vigil: download: {e}", file=sys.stderr)
+                    missing.append(symbol)
+        except (ccxt.BaseError, ValueError) as e:
             print(f"vigil: download: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
-        return 0
+        return 1 if missing else 0
     if args.command == "replay":
         identical, lines = flight.replay(Storage(cfg["vigil"]["db"]), cfg, args.cycle)
         print("\n".join(lines))

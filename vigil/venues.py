@@ -1,8 +1,8 @@
-"""Builds lean ccxt.pro clients for the configured venues' perpetuals, with base-URL overrides."""
+"""Builds lean ccxt clients for Vigil's venues (live and paper ones on ccxt.pro), with base-URL overrides."""
 import os
 import re
 
-# venue -> (ccxt.pro class, market types load_markets may fetch, default type)
+# venue -> (ccxt class, the same name in ccxt.pro; market types load_markets may fetch; default type)
 CLIENTS = {"binance": ("binanceusdm", ["linear"], "swap"), "binance_spot": ("binance", ["spot"], "spot"),
            "bybit": ("bybit", ["linear"], "swap"), "okx": ("okx", ["swap"], "swap")}
 
@@ -24,11 +24,7 @@ def client(cfg, venue, timeout_s, throttled=True, keys=False):
     by its full rate-limit interval, while a 60 s heartbeat stays far below every venue's limit anyway.
     """
     import ccxt.pro  # the one place ccxt is imported for market data
-    name, types, default = CLIENTS[venue]
-    ex = getattr(ccxt.pro, name)({"enableRateLimit": throttled, "timeout": int(timeout_s * 1000),
-                                  "options": {"defaultType": default, "fetchMarkets": {"types": types},
-                                              "fetchCurrencies": False}})  # markets are all we need
-    ex.has["fetchCurrencies"] = False  # bybit ignores the option above and asks a private asset endpoint
+    ex = build(ccxt.pro, *CLIENTS[venue], {"enableRateLimit": throttled, "timeout": int(timeout_s * 1000)})
     section = cfg.get(f"venue.{venue}", {})
     if keys:  # live trading: keys from the environment, never from the config file
         ex.apiKey = os.environ.get(section["key_env"], "")
@@ -37,14 +33,22 @@ def client(cfg, venue, timeout_s, throttled=True, keys=False):
         if section["testnet"]:
             ex.set_sandbox_mode(True)
     if section.get("rest_url") or section.get("ws_url"):
-        ex.urls["api"] = _override(ex.urls["api"], section.get("rest_url"), section.get("ws_url"), ex)
+        ex.urls["api"] = override(ex.urls["api"], section.get("rest_url"), section.get("ws_url"), ex)
     return ex
 
 
-def _override(node, rest, ws, ex):
+def build(module, name, types, default, settings):
+    """A ccxt (or ccxt.pro) client of class name that loads only the market types given."""
+    ex = getattr(module, name)({**settings, "options": {"defaultType": default, "fetchMarkets": {"types": types},
+                                                        "fetchCurrencies": False}})  # markets are all we need
+    ex.has["fetchCurrencies"] = False  # bybit ignores the option above and asks a private asset endpoint
+    return ex
+
+
+def override(node, rest, ws, ex):
     """Replaces scheme and host of every endpoint: a proxy, a testnet mirror or a test server."""
     if isinstance(node, dict):
-        return {k: _override(v, rest, ws, ex) for k, v in node.items()}
+        return {k: override(v, rest, ws, ex) for k, v in node.items()}
     if not isinstance(node, str):
         return node
     url = ex.implode_hostname(node)
