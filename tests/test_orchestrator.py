@@ -324,3 +324,23 @@ def test_a_wall_clock_source_cycles_just_after_each_candle_close_and_records_its
     rec = orch.db.cycle()
     close = int(started[-1] * 1000) // 60_000 * 60_000
     assert 0 <= rec["latency_ms"]["decision"] - (started[-1] * 1000 - close) < 1000
+
+
+def test_an_exit_the_operator_sent_between_cycles_is_followed_by_the_next_cycle(tmp_path):
+    orch = run(make(tmp_path), 1500)
+    assert orch.book.positions
+    broker, late = orch.executor.broker, []
+    place = broker.place
+
+    async def answered_new(order):  # the venue takes the exit and fills it later, when next asked
+        late.append(order["id"])
+        return dict(order, status="open"), []
+
+    async def resolve(order):
+        return await place(order)
+    broker.place, broker.resolve = answered_new, resolve
+    closed, left = asyncio.run(orch.flatten())
+    assert late and closed == 0 and left == len(orch.book.positions)  # every exit working
+    broker.place = place
+    asyncio.run(orch.cycle())
+    assert not orch.book.positions and {p["close_reason"] for p in orch.db.positions("closed")} >= {"flatten"}

@@ -276,7 +276,9 @@ class Orchestrator:
 
     async def _execute_and_track(self, n, now, rec, verdicts, feeds, bars):
         self._step("execute")
-        for position in (await self.executor.follow(n, now, replaying=True)).values():  # earlier cycles' orders
+        # Orders of this cycle number are a crashed run's of this very cycle only in a restart's first cycle (its
+        # decisions reach them by id); later, they are the operator's, sent between cycles, and followed now.
+        for position in (await self.executor.follow(n, now, replaying=self.last is None)).values():
             self._stop_note(self.book.positions.get(position["id"]), position, rec)
             self.book.book(position)
         acted = set()  # positions that sent an exit this cycle: the tracker sends none of its own
