@@ -344,3 +344,32 @@ def test_an_exit_the_operator_sent_between_cycles_is_followed_by_the_next_cycle(
     broker.place = place
     asyncio.run(orch.cycle())
     assert not orch.book.positions and {p["close_reason"] for p in orch.db.positions("closed")} >= {"flatten"}
+
+
+def test_a_restart_that_does_not_replay_unwinds_a_spread_a_crash_left_with_one_leg(tmp_path):
+    """Paper: the crash came after the first leg filled and before the second was written; nothing replays
+    that cycle, so the restart settles the spread and unwinds the leg it holds."""
+    from helpers import spread
+    orch = run(make(tmp_path, enabled="funding_arb"), 3)
+    legs = [dict(leg, qty=0.01, price=100.0, notional=1.0) for leg in spread(cycle=4)["legs"]]
+    trade = {"proposal": spread(cycle=4), "legs": legs, "checks": []}
+    place, sent = orch.executor.broker.place, []
+
+    async def crash_after_one(order):
+        if sent:
+            raise KeyboardInterrupt  # the process dies here
+        sent.append(order["id"])
+        return await place(order)
+    orch.executor.broker.place = crash_after_one
+    try:
+        asyncio.run(orch.executor.open(trade, 4, orch.last["started_at"]))
+    except KeyboardInterrupt:
+        pass
+    [held] = orch.db.positions("opening")
+    assert [leg["qty"] > 0 for leg in held["legs"]] == [True, False]
+    orch.db.close()
+    again = make(tmp_path, enabled="funding_arb")
+    again.restore(replays_exactly=False)
+    run(again, 1)
+    [settled] = [p for p in again.db.positions() if p["id"] == held["id"]]
+    assert settled["status"] == "closed" and settled["close_reason"] == "leg failed"

@@ -48,6 +48,7 @@ class Orchestrator:
         self.checkpoints = False  # a process that can be restarted keeps what the next cycle starts from
         self.config_path = None  # the file /reload reads again
         self.gaps = []  # the last reconciliation's position differences, for the operator to settle
+        self.recovers = False  # a restart whose source does not replay its last cycle settles what a crash left
 
     # --- the operator's orders -------------------------------------------------------------------
     async def flatten(self):
@@ -62,14 +63,19 @@ class Orchestrator:
                 closed += position["status"] == "closed"
             return closed, len(self.book.positions)
 
+    async def recover(self):
+        """Books what a crash or a late fill left: orders not final are followed, and a position whose orders
+        never all left is settled (a spread left uneven is unwound)."""
+        now = self.last["started_at"] if self.last else int(self.clock() * 1000)
+        await self.executor.recover(self.cycle_n + 1, now)
+        self.book.load()
+
     async def reconcile(self):
         """Resolves what the exchange can prove; anything else halts trading with every difference named."""
         if not self.reconciler:
             return
         async with self.trading:
-            now = self.last["started_at"] if self.last else int(self.clock() * 1000)
-            await self.executor.recover(self.cycle_n + 1, now)  # books what a crash or a late fill left
-            self.book.load()
+            await self.recover()
             problems, notices, self.gaps = await self.reconciler()
         for text in problems + notices:
             if text not in self.reported:  # the same finding is alerted once, not every few cycles
@@ -117,7 +123,11 @@ class Orchestrator:
         """Cycle k starts at t0 + k * interval; an overrun skips the missed beats and says so."""
         interval = self.cfg["vigil"]["interval"] if interval is None else interval
         await self.source.start()
-        await self.reconcile()
+        if self.reconciler:
+            await self.reconcile()
+        elif self.recovers:
+            async with self.trading:
+                await self.recover()
         gc.freeze()  # what start-up built lives as long as the process: the collector need not rescan it
         t0, k, done = self.clock(), 0, 0
         if interval > 0 and getattr(self.source, "wall_clock", False):
@@ -217,6 +227,7 @@ class Orchestrator:
         replays that cycle exactly (sim) redoes it from the checkpoint, its decisions finding their orders by
         id; any other (new prices, other decisions), or trades outside a cycle since, keep the rows' positions.
         """
+        self.recovers = not replays_exactly
         saved = self.db.get("checkpoint")
         if saved is None and self.cycle_n == 0:  # a crash inside the first cycle: it starts from nothing
             saved = {"n": 0, "fill": 0, "closed_pnl": 0.0, "positions": [], "veto": None, "trend": None}
