@@ -2,6 +2,7 @@
 (gaps backfilled over REST), funding through ccxt, and the plain-HTTP feeds."""
 import asyncio
 import collections
+import functools
 import json
 import logging
 import os
@@ -53,11 +54,29 @@ class PaperSource:
         self.tasks = []
 
     async def start(self):
-        self.tasks = [asyncio.create_task(s.run()) for s in self.streams]
-        if "binance" in self.clients:  # one stream for every symbol
-            self.tasks.append(asyncio.create_task(self._liquidations("binance", self.symbols)))
-        if "bybit" in self.clients:  # one subscription per symbol
-            self.tasks += [asyncio.create_task(self._liquidations("bybit", [s])) for s in self.symbols]
+        batch = venues.SUBSCRIBE_BATCH
+        for venue, ex in self.clients.items():  # a venue's streams share one connection and reconnect together
+            streams = [s for s in self.streams if s.venue == venue]
+            pairs = [[s.market_symbol, s.timeframe] for s in streams]
+            self.tasks.append(asyncio.create_task(_reconnecting(
+                f"{venue} candle streams", ex,
+                [functools.partial(ex.watch_ohlcv_for_symbols, c) for c in _chunks(pairs, batch[venue])],
+                [s.follow for s in streams], functools.partial(_failed, streams))))
+        markets = [venues.swap_symbol(s) for s in self.symbols]
+        if "binance" in self.clients:  # one call per request's worth of symbols
+            ex = self.clients["binance"]
+            follow = [functools.partial(self._liquidations, "binance", functools.partial(
+                ex.watch_liquidations_for_symbols, c)) for c in _chunks(markets, batch["binance"])]
+            self.tasks.append(asyncio.create_task(_reconnecting(
+                "binance liquidations", ex, [], follow, lambda error: self.liq_errors.update(binance=error))))
+        if "bybit" in self.clients:  # one call per symbol, subscribed in batches beforehand
+            ex = self.clients["bybit"]
+            follow = [functools.partial(self._liquidations, "bybit", functools.partial(ex.watch_liquidations, m))
+                      for m in markets]
+            self.tasks.append(asyncio.create_task(_reconnecting(
+                "bybit liquidations", ex,
+                [functools.partial(_bybit_liquidations, ex, c) for c in _chunks(markets, batch["bybit"])],
+                follow, lambda error: self.liq_errors.update(bybit=error))))
 
     async def close(self):
         for t in self.tasks:
@@ -154,41 +173,82 @@ class PaperSource:
         feed["partial"] = errors
         return feed
 
-    async def _liquidations(self, venue, symbols):
-        ex = self.clients[venue]
-        markets = [venues.swap_symbol(s) for s in symbols]
-        backoff = 1.0
+    async def _liquidations(self, venue, watch):
+        """Books what each watch() returns, split into longs and shorts liquidated."""
         while True:
-            try:
-                if len(markets) == 1:
-                    batch = await ex.watch_liquidations(markets[0])
-                else:
-                    batch = await ex.watch_liquidations_for_symbols(markets)
-                for liq in batch:
-                    usd = float(liq["contracts"] or 0) * float(liq.get("contractSize") or 1) * float(liq["price"])
-                    long_usd = usd if _long_liquidated(venue, liq["info"]) else 0.0
-                    self.liquidations.append((liq["timestamp"], liq["symbol"].split(":")[0], long_usd, usd - long_usd))
-                self.liq_errors.pop((venue, tuple(symbols)), None)
-                backoff = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                self.liq_errors[(venue, tuple(symbols))] = f"{type(e).__name__}: {str(e)[:200]}"
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+            for liq in await watch():
+                usd = float(liq["contracts"] or 0) * float(liq.get("contractSize") or 1) * float(liq["price"])
+                long_usd = usd if _long_liquidated(venue, liq["info"]) else 0.0
+                self.liquidations.append((liq["timestamp"], liq["symbol"].split(":")[0], long_usd, usd - long_usd))
+            self.liq_errors.pop(venue, None)
 
     def _liquidation_feed(self, now):
         cutoff = now - self.liq_window_s * 1000
         while self.liquidations and self.liquidations[0][0] < cutoff:
             self.liquidations.popleft()
         if self.liq_errors:
-            return schemas.feed(error="; ".join(f"{v} {','.join(s)}: {e}" for (v, s), e in self.liq_errors.items()))
+            return schemas.feed(error="; ".join(f"{v}: {e}" for v, e in self.liq_errors.items()))
         data = {s: {"long_usd": 0.0, "short_usd": 0.0, "window_s": self.liq_window_s} for s in self.symbols}
         for _, symbol, long_usd, short_usd in self.liquidations:
             if symbol in data:
                 data[symbol]["long_usd"] += long_usd
                 data[symbol]["short_usd"] += short_usd
         return schemas.feed(data, now)
+
+
+async def _reconnecting(what, ex, subscriptions, followers, failed):
+    """Sends the subscriptions (one request each), then runs every follower until one fails; the failure goes to
+    failed(error), and after a pause (doubling from 1 s to 30 s) all start again: they share the connection, and
+    losing it fails them all anyway."""
+    backoff = 1.0
+    while True:
+        began = time.monotonic()
+        try:
+            await ex.load_markets()
+            for subscribe in subscriptions:
+                await _subscribe(subscribe())
+            async with asyncio.TaskGroup() as group:
+                for follow in followers:
+                    group.create_task(follow())
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            while isinstance(e, ExceptionGroup):
+                e = e.exceptions[0]
+            error = f"{type(e).__name__}: {str(e)[:200]}"
+            failed(error)
+            log.warning("%s: %s; reconnecting in %.0fs", what, error, backoff)
+            if time.monotonic() - began > 60:  # it had worked for a while: a fresh failure, not a repeated one
+                backoff = 1.0
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+
+async def _subscribe(watch):
+    """Runs a batched watch call as far as its subscribe request, then drops it: the one-symbol watch calls that
+    follow find their topics subscribed and send no request of their own."""
+    task = asyncio.ensure_future(watch)
+    await asyncio.sleep(0)  # ccxt registers the topics and queues the request before its first wait
+    if task.done():
+        task.result()  # refused at once (an unknown symbol, too many topics): the error is the streams'
+    task.cancel()
+
+
+async def _bybit_liquidations(ex, markets):
+    """ccxt's Bybit watches liquidations one symbol at a time: this is that call's subscription (its topic and
+    message names) for many symbols in one request."""
+    url = await ex.get_url_by_market_type(markets[0], False, "watchLiquidations")
+    return await ex.watch_topics(url, [f"liquidations::{m}" for m in markets],
+                                 [f"allLiquidation.{ex.market(m)['id']}" for m in markets])
+
+
+def _chunks(items, size):
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _failed(streams, error):
+    for s in streams:
+        s.error, s.reconnects = error, s.reconnects + 1
 
 
 def _long_liquidated(venue, info):
@@ -252,6 +312,7 @@ class CandleStream:
         self.timeframe = {60_000: "1m", 300_000: "5m", 900_000: "15m", 3_600_000: "1h"}[bar_ms]
         self.rows = []  # closed candles, ascending open time
         self.open_bar = None  # the bar the stream is still updating
+        self.held = None  # updates that arrived during a backfill, taken once it is done
         self.array = np.empty((0, 6))
         self.heard = None  # monotonic time of the last message or backfill
         self.error = "not started"
@@ -269,25 +330,30 @@ class CandleStream:
             return f"stale: nothing for {quiet:.0f}s ({self.error or 'no message'})"
         return None
 
-    async def run(self):
-        backoff = 1.0
+    async def follow(self):
+        """Backfills, then takes the stream's updates until it fails. The venue is subscribed already and the
+        stream is read from before the backfill: what arrives meanwhile is held, and taken after it."""
+        self.open_bar, self.held = None, []
+        reader = asyncio.ensure_future(self._read())
+        try:
+            await self.backfill()
+            held, self.held = self.held, None
+            for candle in held:
+                self._update(candle)
+            await reader
+        finally:
+            reader.cancel()
+
+    async def _read(self):
+        # no await between two watch calls: ccxt wakes only a call already waiting when an update arrives
         while True:
-            try:
-                self.open_bar = None
-                await self.backfill()
-                while True:
-                    for candle in await self.ex.watch_ohlcv(self.market_symbol, self.timeframe):
-                        self._update(candle)
-                    self.heard, self.error = time.monotonic(), None
-                    backoff = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # every stream error ends in a reconnect and a backfill
-                self.error = f"{type(e).__name__}: {str(e)[:200]}"
-                self.reconnects += 1
-                log.warning("%s %s stream: %s; reconnecting in %.0fs", self.venue, self.symbol, self.error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+            got = await self.ex.watch_ohlcv_for_symbols([[self.market_symbol, self.timeframe]])
+            for candle in got[self.market_symbol][self.timeframe]:
+                if self.held is None:
+                    self._update(candle)
+                else:
+                    self.held.append(candle)
+            self.heard, self.error = time.monotonic(), None
 
     async def backfill(self):
         """Fetches every closed bar after the last one held (or the last `history` bars) over REST."""
