@@ -35,10 +35,17 @@ class PaperSource:
         self.symbols, self.trade_venue = m["symbols"], m["trade_venue"]
         self.timeout = f["timeout"]
         self.clients = {v: venues.client(cfg, v, self.timeout) for v in m["venues"]}  # streams and backfill
+        for ex in self.clients.values():
+            # ccxt keeps each stream's last 1000 bars; the streams read every update, a few suffice (bench/scale.py:
+            # resident memory grew 12 MB in 100 cycles with 1000, not at all with 10)
+            ex.options["OHLCVLimit"] = 10
         self.polled = {v: venues.client(cfg, v, self.timeout, throttled=False) for v in f["funding_venues"]}
         bar_ms = self.bar_ms = TIMEFRAME_MS[m["timeframe"]]
         self.streams = [CandleStream(self.clients[v], v, s, venues.market_symbol(v, s), bar_ms, m["history"],
                                      m["stale_after"], clock) for v in m["venues"] for s in self.symbols]
+        # a dict, not a scan of the streams: the cycle's 900 bar lookups (bench/scale.py) put its compute median at
+        # 70 ms with a scan, 59-64 ms with this
+        self.by_key = {(s.venue, s.symbol): s for s in self.streams}
         self.fear_greed = FearGreed(f["fear_greed_url"], self.timeout)
         key = os.environ.get(f["etherscan_key_env"], "")
         self.wallets = Wallets(f["etherscan_url"], key, f["wallets"], f["exchange_labels"], f["window_s"],
@@ -52,6 +59,7 @@ class PaperSource:
         self.liq_window_s = f["liquidation_window_s"]
         self.liq_errors = {}
         self.tasks = []
+        self.funding = None  # the funding answer tick() asked for, until feeds() takes it
 
     async def start(self):
         batch = venues.SUBSCRIBE_BATCH
@@ -79,6 +87,8 @@ class PaperSource:
                 follow, lambda error: self.liq_errors.update(bybit=error))))
 
     async def close(self):
+        if self.funding:  # asked by a tick whose cycle never read it
+            self.tasks.append(self.funding)
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -89,6 +99,9 @@ class PaperSource:
         """The wall clock, once every trade-venue stream holds the candle that closed last, or after wait_s (a late
         stream says so in the candle feed's health, and its strategies decide without that candle)."""
         now = self.clock()
+        # funding does not wait for the candle: asked now, its round trip overlaps the wait (bench/scale.py's data
+        # step median: 1.35-1.52 round trips asked after it, 1.29-1.31 asked here)
+        self.funding = asyncio.ensure_future(self._funding())
         expected = (int(now * 1000) // self.bar_ms - 1) * self.bar_ms  # the open time of the candle just closed
         deadline = now + self.cfg["vigil"]["settle_s"] + 2.0  # what WebSocket delivery takes at its worst
         # only a stream one candle behind is waited for: one further behind is stale, not late, and says so
@@ -107,17 +120,16 @@ class PaperSource:
         return schemas.feed(data, int(self.clock() * 1000), "; ".join(stale) or None)
 
     def bar(self, venue, symbol):
-        for s in self.streams:
-            if s.venue == venue and s.symbol == symbol and len(s.candles()):
-                return schemas.bar(s.candles()[-1])
-        return None
+        s = self.by_key.get((venue, symbol))
+        return schemas.bar(s.candles()[-1]) if s and len(s.candles()) else None
 
     async def feeds(self, now):
         """Every request at once, each with its own timeout: one slow source never delays the others."""
         assets = [s.split("/")[0] for s in self.symbols]
         social = self._guard(self.social.fetch(assets)) if self.social else _none()
+        funding, self.funding = self.funding or self._funding(), None  # asked by tick() already, if it ran
         funding, fng, onchain, social = await asyncio.gather(
-            self._funding(), self._guard(self.fear_greed.fetch()), self._onchain(now), social)
+            funding, self._guard(self.fear_greed.fetch()), self._onchain(now), social)
         return {"funding": funding, "fear_greed": fng, "onchain": onchain,
                 "social": social or schemas.feed(error="no social volume source configured (it needs a paid key)"),
                 "liquidations": self._liquidation_feed(now)}
@@ -132,7 +144,7 @@ class PaperSource:
         """One bulk request per venue, all venues at once: the cost is one round trip, not one per symbol."""
         venues_ = self.cfg["feeds"]["funding_venues"]
         markets = [venues.swap_symbol(s) for s in self.symbols]
-        answers = await asyncio.gather(*(self._guard(self.polled[v].fetch_funding_rates(markets)) for v in venues_))
+        answers = await asyncio.gather(*(self._guard(self._rates(v, markets)) for v in venues_))
         data, errors = {}, []
         for venue, answer in zip(venues_, answers):
             if not answer["ok"]:
@@ -152,6 +164,14 @@ class PaperSource:
                             None if data else "; ".join(errors) or "no funding data")
         feed["partial"] = errors  # what failed while the rest answered
         return feed
+
+    async def _rates(self, venue, markets):
+        ex = self.polled[venue]
+        if ex.markets is None and venue in self.clients:
+            # one copy of a venue's markets, the streams': 8 MB less at bench/scale.py's 300 symbols x 3 venues
+            await self.clients[venue].load_markets()
+            ex.set_markets_from_exchange(self.clients[venue])
+        return await ex.fetch_funding_rates(markets)
 
     async def _onchain(self, now):
         """Tracked wallets and Whale Alert together; either one answering is enough, failures are named."""
@@ -310,9 +330,10 @@ class CandleStream:
         self.ex, self.venue, self.symbol, self.market_symbol = ex, venue, symbol, market_symbol
         self.bar_ms, self.history, self.stale_after, self.clock = bar_ms, history, stale_after, clock
         self.timeframe = {60_000: "1m", 300_000: "5m", 900_000: "15m", 3_600_000: "1h"}[bar_ms]
-        self.rows = []  # closed candles, ascending open time
         self.open_bar = None  # the bar the stream is still updating
         self.held = None  # updates that arrived during a backfill, taken once it is done
+        # the closed candles, ascending open time, only as an array: with a list of tuples beside it (rebuilt into
+        # the array at each close) bench/scale.py's resident memory was 275 MB, without it 196 MB
         self.array = np.empty((0, 6))
         self.heard = None  # monotonic time of the last message or backfill
         self.error = "not started"
@@ -358,9 +379,12 @@ class CandleStream:
     async def backfill(self):
         """Fetches every closed bar after the last one held (or the last `history` bars) over REST."""
         now = int(self.clock() * 1000)
-        since = self.rows[-1][0] + self.bar_ms if self.rows else now - (self.history + 1) * self.bar_ms
+        since = int(self.array[-1, 0]) + self.bar_ms if len(self.array) else now - (self.history + 1) * self.bar_ms
         while since + self.bar_ms <= now:
-            page = await self.ex.fetch_ohlcv(self.market_symbol, self.timeframe, since=since, limit=1000)
+            # no more bars than missing: venues weigh a request by its limit (Binance 2 up to 499, 5 up to 1000),
+            # and so does ccxt's throttle: bench/scale.py started in 76 s asking 1000, in 31 s asking this
+            page = await self.ex.fetch_ohlcv(self.market_symbol, self.timeframe, since=since,
+                                             limit=min(1000, (now - since) // self.bar_ms + 1))
             if not page:
                 break
             self._take(page, newest_open=now // self.bar_ms * self.bar_ms)
@@ -378,16 +402,15 @@ class CandleStream:
 
     def _take(self, candles, newest_open):
         """Keeps the bars that closed (opened before newest_open) and are newer than the last one held."""
-        last = self.rows[-1][0] if self.rows else -1
-        added = False
+        last = self.array[-1, 0] if len(self.array) else -1
+        new = []
         for c in candles:
             ts = int(c[0])
             if last < ts < newest_open and None not in c[1:6]:
-                self.rows.append((ts, *map(float, c[1:6])))
-                last, added = ts, True
-        if added:
-            del self.rows[:-self.history]
-            self.array = np.array(self.rows, dtype=float)
+                new.append((ts, *c[1:6]))
+                last = ts
+        if new:
+            self.array = np.concatenate((self.array, np.array(new, dtype=float)))[-self.history:]
 
 
 def _get(url, timeout, headers=None):
