@@ -118,6 +118,8 @@ class FakeVenues:
         self.requests = []
         self.latency = 0.0
         self.conns = []  # open WebSocket connections: dicts with socket, venue, topics, outbox
+        self.conn_ids = itertools.count(1)
+        self.subscribes = []  # every subscribe request: (venue, connection number, topics it named)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -151,6 +153,10 @@ class FakeVenues:
             msg = {"e": "kline", "E": ts + 1000, "s": f"{base}USDT", "k": {
                 "t": ts, "T": ts + MIN - 1, "s": f"{base}USDT", "i": "1m", "f": 1, "L": 2, "o": str(o), "c": str(c),
                 "h": str(h), "l": str(l), "v": str(v), "n": 3, "x": closed, "q": "1", "V": "1", "Q": "1", "B": "0"}}
+        elif venue == "okx":
+            arg = {"channel": "candle1m", "instId": f"{base}-USDT-SWAP"}
+            topic = f"candle1m:{arg['instId']}"
+            msg = {"arg": arg, "data": [[str(ts), *map(str, row[1:6]), "1", "1", "1" if closed else "0"]]}
         else:
             topic = f"kline.1.{base}USDT"
             msg = {"topic": topic, "type": "snapshot", "ts": ts + 1000, "data": [{
@@ -205,6 +211,12 @@ class FakeVenues:
     def subscribed(self, venue, topic):
         with self.lock:
             return any(c["venue"] == venue and topic in c["topics"] for c in self.conns)
+
+    def subscribe_requests(self, venue):
+        """(subscribe requests, connections they came on, topics they named) from venue's clients so far."""
+        with self.lock:
+            mine = [(n, topics) for v, n, topics in self.subscribes if v == venue]
+        return len(mine), len({n for n, _ in mine}), sum(len(topics) for _, topics in mine)
 
     def drop_connections(self):
         with self.lock:
@@ -797,7 +809,8 @@ class FakeVenues:
         handler.end_headers()
         handler.close_connection = True
         sock = handler.connection
-        conn = {"venue": None, "topics": set(), "outbox": queue.Queue()}  # the first subscription tells
+        # the venue: its first subscription tells
+        conn = {"venue": None, "topics": set(), "outbox": queue.Queue(), "n": next(self.conn_ids)}
         with self.lock:
             self.conns.append(conn)
         try:
@@ -812,6 +825,8 @@ class FakeVenues:
                         break
                     if opcode == 9:
                         _write_frame(sock, payload, 10)
+                    elif opcode == 1 and payload == b"ping":  # OKX's text ping
+                        _write_frame(sock, b"pong", 1)
                     elif opcode == 1:
                         self._ws_message(conn, sock, json.loads(payload))
                 while not conn["outbox"].empty():
@@ -829,19 +844,25 @@ class FakeVenues:
 
     def _ws_message(self, conn, sock, msg):
         if msg.get("method") == "SUBSCRIBE":
-            with self.lock:
-                conn["venue"] = "binance"
-                conn["topics"].update(msg["params"])
+            self._subscribe(conn, "binance", msg["params"])
             _write_frame(sock, json.dumps({"result": None, "id": msg["id"]}).encode(), 1)
+        elif msg.get("op") == "subscribe" and msg["args"] and isinstance(msg["args"][0], dict):  # OKX: one answer an arg
+            self._subscribe(conn, "okx", [f"{a['channel']}:{a['instId']}" for a in msg["args"]])
+            for arg in msg["args"]:
+                _write_frame(sock, json.dumps({"event": "subscribe", "arg": arg, "connId": "c1"}).encode(), 1)
         elif msg.get("op") == "subscribe":
-            with self.lock:
-                conn["venue"] = "bybit"
-                conn["topics"].update(msg["args"])
+            self._subscribe(conn, "bybit", msg["args"])
             _write_frame(sock, json.dumps({"success": True, "ret_msg": "", "conn_id": "c1",
                                            "req_id": msg.get("req_id", ""), "op": "subscribe"}).encode(), 1)
         elif msg.get("op") == "ping":
             _write_frame(sock, json.dumps({"success": True, "ret_msg": "pong", "op": "ping",
                                            "req_id": msg.get("req_id", "")}).encode(), 1)
+
+    def _subscribe(self, conn, venue, topics):
+        with self.lock:
+            conn["venue"] = venue
+            conn["topics"].update(topics)
+            self.subscribes.append((venue, conn["n"], list(topics)))
 
 
 def _public(order):

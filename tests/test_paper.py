@@ -71,6 +71,52 @@ def test_candles_backfill_stream_and_survive_a_disconnect_with_a_gap(tmp_path, m
         asyncio.run(go())
 
 
+def test_streams_subscribe_in_the_batches_each_venue_allows_and_again_after_a_reconnect(tmp_path, monkeypatch):
+    """12 symbols on three venues: Binance's klines in one request, its liquidations in another (ccxt gives them
+    a connection of their own); Bybit's klines and liquidations 10 topics a request, on one connection; OKX's
+    klines all in one. A reconnect sends the same batches, and REST fills what closed meanwhile."""
+    bases = [f"C{i:02d}" for i in range(12)]
+    with FakeVenues(bases) as fake:
+        cfg, now = setup(fake, tmp_path, monkeypatch)
+        cfg["market"].update(symbols=[f"{b}/USDT" for b in bases], venues=["binance", "bybit", "okx"])
+        for venue in ("binance", "bybit", "okx"):
+            for base in bases:
+                fake.seed(venue, base, now - 400 * MIN, 400)
+        source = PaperSource(cfg)
+
+        async def go():
+            await source.start()
+            try:
+                await until(lambda: all(len(s.candles()) for s in source.streams), 30)
+                await until(lambda: fake.subscribe_requests("bybit")[0] == 4)
+                assert fake.subscribe_requests("binance") == (2, 2, 24)  # (requests, connections, topics)
+                assert fake.subscribe_requests("bybit") == (4, 1, 24)
+                assert fake.subscribe_requests("okx") == (1, 1, 12)
+                for venue in ("binance", "bybit", "okx"):  # each venue's updates reach its streams
+                    fake.push_kline(venue, "C11", [now, 1, 2, 0.5, 1.5, 3], False)
+                    fake.push_kline(venue, "C11", [now + MIN, 2, 3, 1, 2.5, 5], False)
+                await until(lambda: all(stream(source, v, "C11/USDT").candles()[-1, 0] == now
+                                        for v in ("binance", "bybit", "okx")))
+                assert source._liquidation_feed(now)["ok"]
+                fake.candles[("okx", "C00")].append([now, 2, 3, 1, 2.5, 5])  # closes while disconnected
+                fake.drop_connections()
+                await until(lambda: fake.subscribe_requests("bybit")[0] == 8 and fake.subscribe_requests("okx")[0] == 2
+                            and fake.subscribe_requests("binance")[0] == 4, 30)
+                assert fake.subscribe_requests("binance") == (4, 4, 48)  # the same batches, on new connections
+                assert fake.subscribe_requests("bybit") == (8, 2, 48)
+                assert fake.subscribe_requests("okx") == (2, 2, 24)
+                assert all(s.reconnects == 1 for s in source.streams)
+                fake.push_kline("okx", "C00", [now + MIN, 1, 2, 0.5, 1.5, 3], False)
+                fake.push_kline("okx", "C00", [now + 2 * MIN, 2, 3, 1, 2.5, 5], False)
+                await until(lambda: stream(source, "okx", "C00/USDT").candles()[-1, 0] == now + MIN, 30)
+                ts = stream(source, "okx", "C00/USDT").candles()[:, 0]
+                assert ts[-2] == now and (np.diff(ts) == MIN).all()  # the bar only REST knew about is there too
+                assert source.candles()["ok"]
+            finally:
+                await source.close()
+        asyncio.run(go())
+
+
 def test_funding_from_three_venues_at_once_and_each_failure_alone(tmp_path, monkeypatch):
     with FakeVenues() as fake:
         cfg, now = setup(fake, tmp_path, monkeypatch)
@@ -126,8 +172,8 @@ def test_http_feeds_fear_greed_cached_and_wallet_flows(tmp_path, monkeypatch):
             again = await source._guard(source.fear_greed.fetch())
             assert again["data"]["value"] == 8  # cached until its next update time
             assert sum(1 for p, _ in fake.requests if p == "/fng/") == 1
-            source.streams[0].array = np.array([[0, 1, 1, 1, 2000.0, 1]])  # an ETH price to value transfers
-            source.trade_venue, source.streams[0].symbol = "binance", "ETH/USDT"
+            eth = np.array([[0, 1, 1, 1, 2000.0, 1]])  # an ETH price to value transfers
+            stream(source, "binance", "ETH/USDT").array = eth
             onchain = await source._onchain(t * 1000)
             flows = {x["id"]: (x["flow"], x["usd"]) for x in onchain["data"]["transfers"]}
             assert flows == {"0x1": ("inflow", 2_000_000.0), "0x2": ("outflow", 200_000.0)}
@@ -138,8 +184,7 @@ def test_http_feeds_fear_greed_cached_and_wallet_flows(tmp_path, monkeypatch):
             monkeypatch.setenv("WHALE_ALERT_API_KEY", "WAKEY")
             cfg["feeds"]["whale_alert_url"] = f"{fake.url}/v1/transactions"
             both = PaperSource(cfg)
-            both.streams[0].array = source.streams[0].array
-            both.trade_venue, both.streams[0].symbol = "binance", "ETH/USDT"
+            stream(both, "binance", "ETH/USDT").array = eth
             fake.whales = [{"blockchain": "bitcoin", "symbol": "btc", "id": "77", "transaction_type": "transfer",
                             "hash": "h77", "from": {"address": "a1", "owner_type": "unknown"},
                             "to": {"address": "b1", "owner_type": "exchange", "owner": "binance"},

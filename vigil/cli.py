@@ -266,14 +266,14 @@ def check(cfg):
     return 1 if failed else 0
 
 
-def build(cfg):
-    """Wires source, broker, database and orchestrator for the configured mode."""
+def build(cfg, clock=time.time):
+    """Wires source, broker, database and orchestrator for the configured mode, on one clock (seconds): the
+    heartbeat, the streams' candle closes and every stamp read it."""
     from vigil.orchestrator import Orchestrator
     from vigil.flight import Recorder
     from vigil.sim import SimBroker
     from vigil.sim import SimMarket
     db = Storage(cfg["vigil"]["db"], durable=cfg["vigil"]["mode"] == "live")
-    clock = time.time  # one clock: the heartbeat, the streams' candle closes and every stamp read it
     if cfg["vigil"]["mode"] == "sim":
         source = SimMarket(cfg)
     else:

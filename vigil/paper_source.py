@@ -2,6 +2,7 @@
 (gaps backfilled over REST), funding through ccxt, and the plain-HTTP feeds."""
 import asyncio
 import collections
+import functools
 import json
 import logging
 import os
@@ -35,10 +36,17 @@ class PaperSource:
         self.symbols, self.trade_venue = m["symbols"], m["trade_venue"]
         self.timeout = f["timeout"]
         self.clients = {v: venues.client(cfg, v, self.timeout) for v in m["venues"]}  # streams and backfill
+        for ex in self.clients.values():
+            # ccxt keeps each stream's last 1000 bars; the streams read every update, a few suffice (bench/scale.py:
+            # resident memory grew 12 MB in 100 cycles with 1000, not at all with 10)
+            ex.options["OHLCVLimit"] = 10
         self.polled = {v: venues.client(cfg, v, self.timeout, throttled=False) for v in f["funding_venues"]}
         bar_ms = self.bar_ms = TIMEFRAME_MS[m["timeframe"]]
         self.streams = [CandleStream(self.clients[v], v, s, venues.market_symbol(v, s), bar_ms, m["history"],
                                      m["stale_after"], clock) for v in m["venues"] for s in self.symbols]
+        # a dict, not a scan of the streams: the cycle's 900 bar lookups (bench/scale.py) put its compute median at
+        # 70 ms with a scan, 59-64 ms with this
+        self.by_key = {(s.venue, s.symbol): s for s in self.streams}
         self.fear_greed = FearGreed(f["fear_greed_url"], self.timeout)
         key = os.environ.get(f["etherscan_key_env"], "")
         self.wallets = Wallets(f["etherscan_url"], key, f["wallets"], f["exchange_labels"], f["window_s"],
@@ -52,15 +60,36 @@ class PaperSource:
         self.liq_window_s = f["liquidation_window_s"]
         self.liq_errors = {}
         self.tasks = []
+        self.funding = None  # the funding answer tick() asked for, until feeds() takes it
 
     async def start(self):
-        self.tasks = [asyncio.create_task(s.run()) for s in self.streams]
-        if "binance" in self.clients:  # one stream for every symbol
-            self.tasks.append(asyncio.create_task(self._liquidations("binance", self.symbols)))
-        if "bybit" in self.clients:  # one subscription per symbol
-            self.tasks += [asyncio.create_task(self._liquidations("bybit", [s])) for s in self.symbols]
+        batch = venues.SUBSCRIBE_BATCH
+        for venue, ex in self.clients.items():  # a venue's streams share one connection and reconnect together
+            streams = [s for s in self.streams if s.venue == venue]
+            pairs = [[s.market_symbol, s.timeframe] for s in streams]
+            self.tasks.append(asyncio.create_task(_reconnecting(
+                f"{venue} candle streams", ex,
+                [functools.partial(ex.watch_ohlcv_for_symbols, c) for c in _chunks(pairs, batch[venue])],
+                [s.follow for s in streams], functools.partial(_failed, streams))))
+        markets = [venues.swap_symbol(s) for s in self.symbols]
+        if "binance" in self.clients:  # one call per request's worth of symbols
+            ex = self.clients["binance"]
+            follow = [functools.partial(self._liquidations, "binance", functools.partial(
+                ex.watch_liquidations_for_symbols, c)) for c in _chunks(markets, batch["binance"])]
+            self.tasks.append(asyncio.create_task(_reconnecting(
+                "binance liquidations", ex, [], follow, lambda error: self.liq_errors.update(binance=error))))
+        if "bybit" in self.clients:  # one call per symbol, subscribed in batches beforehand
+            ex = self.clients["bybit"]
+            follow = [functools.partial(self._liquidations, "bybit", functools.partial(ex.watch_liquidations, m))
+                      for m in markets]
+            self.tasks.append(asyncio.create_task(_reconnecting(
+                "bybit liquidations", ex,
+                [functools.partial(_bybit_liquidations, ex, c) for c in _chunks(markets, batch["bybit"])],
+                follow, lambda error: self.liq_errors.update(bybit=error))))
 
     async def close(self):
+        if self.funding:  # asked by a tick whose cycle never read it
+            self.tasks.append(self.funding)
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -71,6 +100,9 @@ class PaperSource:
         """The wall clock, once every trade-venue stream holds the candle that closed last, or after wait_s (a late
         stream says so in the candle feed's health, and its strategies decide without that candle)."""
         now = self.clock()
+        # funding does not wait for the candle: asked now, its round trip overlaps the wait (bench/scale.py's data
+        # step median: 1.35-1.52 round trips asked after it, 1.29-1.31 asked here)
+        self.funding = asyncio.ensure_future(self._funding())
         expected = (int(now * 1000) // self.bar_ms - 1) * self.bar_ms  # the open time of the candle just closed
         deadline = now + self.cfg["vigil"]["settle_s"] + 2.0  # what WebSocket delivery takes at its worst
         # only a stream one candle behind is waited for: one further behind is stale, not late, and says so
@@ -89,17 +121,16 @@ class PaperSource:
         return schemas.feed(data, int(self.clock() * 1000), "; ".join(stale) or None)
 
     def bar(self, venue, symbol):
-        for s in self.streams:
-            if s.venue == venue and s.symbol == symbol and len(s.candles()):
-                return schemas.bar(s.candles()[-1])
-        return None
+        s = self.by_key.get((venue, symbol))
+        return schemas.bar(s.candles()[-1]) if s and len(s.candles()) else None
 
     async def feeds(self, now):
         """Every request at once, each with its own timeout: one slow source never delays the others."""
         assets = [s.split("/")[0] for s in self.symbols]
         social = self._guard(self.social.fetch(assets)) if self.social else _none()
+        funding, self.funding = self.funding or self._funding(), None  # asked by tick() already, if it ran
         funding, fng, onchain, social = await asyncio.gather(
-            self._funding(), self._guard(self.fear_greed.fetch()), self._onchain(now), social)
+            funding, self._guard(self.fear_greed.fetch()), self._onchain(now), social)
         return {"funding": funding, "fear_greed": fng, "onchain": onchain,
                 "social": social or schemas.feed(error="no social volume source configured (it needs a paid key)"),
                 "liquidations": self._liquidation_feed(now)}
@@ -114,7 +145,7 @@ class PaperSource:
         """One bulk request per venue, all venues at once: the cost is one round trip, not one per symbol."""
         venues_ = self.cfg["feeds"]["funding_venues"]
         markets = [venues.swap_symbol(s) for s in self.symbols]
-        answers = await asyncio.gather(*(self._guard(self.polled[v].fetch_funding_rates(markets)) for v in venues_))
+        answers = await asyncio.gather(*(self._guard(self._rates(v, markets)) for v in venues_))
         data, errors = {}, []
         for venue, answer in zip(venues_, answers):
             if not answer["ok"]:
@@ -134,6 +165,14 @@ class PaperSource:
                             None if data else "; ".join(errors) or "no funding data")
         feed["partial"] = errors  # what failed while the rest answered
         return feed
+
+    async def _rates(self, venue, markets):
+        ex = self.polled[venue]
+        if ex.markets is None and venue in self.clients:
+            # one copy of a venue's markets, the streams': 8 MB less at bench/scale.py's 300 symbols x 3 venues
+            await self.clients[venue].load_markets()
+            ex.set_markets_from_exchange(self.clients[venue])
+        return await ex.fetch_funding_rates(markets)
 
     async def _onchain(self, now):
         """Tracked wallets and Whale Alert together; either one answering is enough, failures are named."""
@@ -155,41 +194,82 @@ class PaperSource:
         feed["partial"] = errors
         return feed
 
-    async def _liquidations(self, venue, symbols):
-        ex = self.clients[venue]
-        markets = [venues.swap_symbol(s) for s in symbols]
-        backoff = 1.0
+    async def _liquidations(self, venue, watch):
+        """Books what each watch() returns, split into longs and shorts liquidated."""
         while True:
-            try:
-                if len(markets) == 1:
-                    batch = await ex.watch_liquidations(markets[0])
-                else:
-                    batch = await ex.watch_liquidations_for_symbols(markets)
-                for liq in batch:
-                    usd = float(liq["contracts"] or 0) * float(liq.get("contractSize") or 1) * float(liq["price"])
-                    long_usd = usd if _long_liquidated(venue, liq["info"]) else 0.0
-                    self.liquidations.append((liq["timestamp"], liq["symbol"].split(":")[0], long_usd, usd - long_usd))
-                self.liq_errors.pop((venue, tuple(symbols)), None)
-                backoff = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                self.liq_errors[(venue, tuple(symbols))] = f"{type(e).__name__}: {str(e)[:200]}"
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+            for liq in await watch():
+                usd = float(liq["contracts"] or 0) * float(liq.get("contractSize") or 1) * float(liq["price"])
+                long_usd = usd if _long_liquidated(venue, liq["info"]) else 0.0
+                self.liquidations.append((liq["timestamp"], liq["symbol"].split(":")[0], long_usd, usd - long_usd))
+            self.liq_errors.pop(venue, None)
 
     def _liquidation_feed(self, now):
         cutoff = now - self.liq_window_s * 1000
         while self.liquidations and self.liquidations[0][0] < cutoff:
             self.liquidations.popleft()
         if self.liq_errors:
-            return schemas.feed(error="; ".join(f"{v} {','.join(s)}: {e}" for (v, s), e in self.liq_errors.items()))
+            return schemas.feed(error="; ".join(f"{v}: {e}" for v, e in self.liq_errors.items()))
         data = {s: {"long_usd": 0.0, "short_usd": 0.0, "window_s": self.liq_window_s} for s in self.symbols}
         for _, symbol, long_usd, short_usd in self.liquidations:
             if symbol in data:
                 data[symbol]["long_usd"] += long_usd
                 data[symbol]["short_usd"] += short_usd
         return schemas.feed(data, now)
+
+
+async def _reconnecting(what, ex, subscriptions, followers, failed):
+    """Sends the subscriptions (one request each), then runs every follower until one fails; the failure goes to
+    failed(error), and after a pause (doubling from 1 s to 30 s) all start again: they share the connection, and
+    losing it fails them all anyway."""
+    backoff = 1.0
+    while True:
+        began = time.monotonic()
+        try:
+            await ex.load_markets()
+            for subscribe in subscriptions:
+                await _subscribe(subscribe())
+            async with asyncio.TaskGroup() as group:
+                for follow in followers:
+                    group.create_task(follow())
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            while isinstance(e, ExceptionGroup):
+                e = e.exceptions[0]
+            error = f"{type(e).__name__}: {str(e)[:200]}"
+            failed(error)
+            log.warning("%s: %s; reconnecting in %.0fs", what, error, backoff)
+            if time.monotonic() - began > 60:  # it had worked for a while: a fresh failure, not a repeated one
+                backoff = 1.0
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+
+async def _subscribe(watch):
+    """Runs a batched watch call as far as its subscribe request, then drops it: the one-symbol watch calls that
+    follow find their topics subscribed and send no request of their own."""
+    task = asyncio.ensure_future(watch)
+    await asyncio.sleep(0)  # ccxt registers the topics and queues the request before its first wait
+    if task.done():
+        task.result()  # refused at once (an unknown symbol, too many topics): the error is the streams'
+    task.cancel()
+
+
+async def _bybit_liquidations(ex, markets):
+    """ccxt's Bybit watches liquidations one symbol at a time: this is that call's subscription (its topic and
+    message names) for many symbols in one request."""
+    url = await ex.get_url_by_market_type(markets[0], False, "watchLiquidations")
+    return await ex.watch_topics(url, [f"liquidations::{m}" for m in markets],
+                                 [f"allLiquidation.{ex.market(m)['id']}" for m in markets])
+
+
+def _chunks(items, size):
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _failed(streams, error):
+    for s in streams:
+        s.error, s.reconnects = error, s.reconnects + 1
 
 
 def _long_liquidated(venue, info):
@@ -251,8 +331,10 @@ class CandleStream:
         self.ex, self.venue, self.symbol, self.market_symbol = ex, venue, symbol, market_symbol
         self.bar_ms, self.history, self.stale_after, self.clock = bar_ms, history, stale_after, clock
         self.timeframe = {60_000: "1m", 300_000: "5m", 900_000: "15m", 3_600_000: "1h"}[bar_ms]
-        self.rows = []  # closed candles, ascending open time
         self.open_bar = None  # the bar the stream is still updating
+        self.held = None  # updates that arrived during a backfill, taken once it is done
+        # the closed candles, ascending open time, only as an array: with a list of tuples beside it (rebuilt into
+        # the array at each close) bench/scale.py's resident memory was 275 MB, without it 196 MB
         self.array = np.empty((0, 6))
         self.heard = None  # monotonic time of the last message or backfill
         self.error = "not started"
@@ -270,32 +352,40 @@ class CandleStream:
             return f"stale: nothing for {quiet:.0f}s ({self.error or 'no message'})"
         return None
 
-    async def run(self):
-        backoff = 1.0
+    async def follow(self):
+        """Backfills, then takes the stream's updates until it fails. The venue is subscribed already and the
+        stream is read from before the backfill: what arrives meanwhile is held, and taken after it."""
+        self.open_bar, self.held = None, []
+        reader = asyncio.ensure_future(self._read())
+        try:
+            await self.backfill()
+            held, self.held = self.held, None
+            for candle in held:
+                self._update(candle)
+            await reader
+        finally:
+            reader.cancel()
+
+    async def _read(self):
+        # no await between two watch calls: ccxt wakes only a call already waiting when an update arrives
         while True:
-            try:
-                self.open_bar = None
-                await self.backfill()
-                while True:
-                    for candle in await self.ex.watch_ohlcv(self.market_symbol, self.timeframe):
-                        self._update(candle)
-                    self.heard, self.error = time.monotonic(), None
-                    backoff = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # every stream error ends in a reconnect and a backfill
-                self.error = f"{type(e).__name__}: {str(e)[:200]}"
-                self.reconnects += 1
-                log.warning("%s %s stream: %s; reconnecting in %.0fs", self.venue, self.symbol, self.error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+            got = await self.ex.watch_ohlcv_for_symbols([[self.market_symbol, self.timeframe]])
+            for candle in got[self.market_symbol][self.timeframe]:
+                if self.held is None:
+                    self._update(candle)
+                else:
+                    self.held.append(candle)
+            self.heard, self.error = time.monotonic(), None
 
     async def backfill(self):
         """Fetches every closed bar after the last one held (or the last `history` bars) over REST."""
         now = int(self.clock() * 1000)
-        since = self.rows[-1][0] + self.bar_ms if self.rows else now - (self.history + 1) * self.bar_ms
+        since = int(self.array[-1, 0]) + self.bar_ms if len(self.array) else now - (self.history + 1) * self.bar_ms
         while since + self.bar_ms <= now:
-            page = await self.ex.fetch_ohlcv(self.market_symbol, self.timeframe, since=since, limit=1000)
+            # no more bars than missing: venues weigh a request by its limit (Binance 2 up to 499, 5 up to 1000),
+            # and so does ccxt's throttle: bench/scale.py started in 76 s asking 1000, in 31 s asking this
+            page = await self.ex.fetch_ohlcv(self.market_symbol, self.timeframe, since=since,
+                                             limit=min(1000, (now - since) // self.bar_ms + 1))
             if not page:
                 break
             self._take(page, newest_open=now // self.bar_ms * self.bar_ms)
@@ -313,16 +403,15 @@ class CandleStream:
 
     def _take(self, candles, newest_open):
         """Keeps the bars that closed (opened before newest_open) and are newer than the last one held."""
-        last = self.rows[-1][0] if self.rows else -1
-        added = False
+        last = self.array[-1, 0] if len(self.array) else -1
+        new = []
         for c in candles:
             ts = int(c[0])
             if last < ts < newest_open and None not in c[1:6]:
-                self.rows.append((ts, *map(float, c[1:6])))
-                last, added = ts, True
-        if added:
-            del self.rows[:-self.history]
-            self.array = np.array(self.rows, dtype=float)
+                new.append((ts, *c[1:6]))
+                last = ts
+        if new:
+            self.array = np.concatenate((self.array, np.array(new, dtype=float)))[-self.history:]
 
 
 def _get(url, timeout, headers=None):

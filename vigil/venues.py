@@ -6,6 +6,11 @@ import re
 CLIENTS = {"binance": ("binanceusdm", ["linear"], "swap"), "binance_spot": ("binance", ["spot"], "spot"),
            "bybit": ("bybit", ["linear"], "swap"), "okx": ("okx", ["swap"], "swap")}
 
+# Topics one WebSocket subscribe request names, as each venue allows: Binance takes up to 1024 streams on a
+# connection and 10 requests a second (ccxt puts at most 200 liquidation streams on one), Bybit v5 10 args a
+# request, OKX any number within 64 KB (about 1,100 candle channels; it allows 480 requests an hour).
+SUBSCRIBE_BATCH = {"binance": 200, "binance_spot": 200, "bybit": 10, "okx": 1000}
+
 
 def swap_symbol(symbol):
     """Config 'BTC/USDT' -> the ccxt unified USDT-margined perpetual 'BTC/USDT:USDT'."""
