@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fake_venue import MIN, FakeVenues
-from vigil import backtest, candle_files, config
+from vigil import backtest, candle_files, config, venues
 from vigil.storage import Storage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ def test_each_venue_is_paged_window_by_window_and_resumes_without_a_duplicate(
         tmp_path, monkeypatch, venue, candle_path, mark_path, funding_path):
     """Pages as small as the fake venue's: Bybit and OKX answer a window newest first, so a window asked wider
     than a page would lose its older rows. Every row arrives once, holes stay holes, a second run appends."""
-    monkeypatch.setattr(candle_files, "PAGES", PAGES)
+    monkeypatch.setattr(venues, "PAGES", PAGES)
     rates = [(START + h * HOUR, 0.0001 * h) for h in range(12) if h != 5]  # hourly, one missing
     with FakeVenues(nodelay=True) as fake:
         fake.pages[venue] = PAGES[{"binance": "binanceusdm"}.get(venue, venue)]

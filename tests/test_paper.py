@@ -297,3 +297,29 @@ def test_binance_spot_candles_stream_too(tmp_path, monkeypatch):
             finally:
                 await source.close()
         asyncio.run(go())
+
+
+def test_a_backfill_on_a_venue_that_pages_newest_first_gets_every_bar(tmp_path, monkeypatch):
+    """OKX answers a window newest first, at most a page of it: a window asked wider than a page would lose its
+    older bars, so the backfill asks windows a page long."""
+    from vigil import venues
+    with FakeVenues() as fake:
+        cfg, now = setup(fake, tmp_path, monkeypatch)
+        fake.seed("okx", "BTC", now - 400 * MIN, 400)
+        fake.seed("okx", "ETH", now - 400 * MIN, 400)
+        fake.pages["okx"] = (60, 60)
+        monkeypatch.setitem(venues.PAGES, "okx", (60, 60))
+        cfg["market"]["venues"], cfg["market"]["trade_venue"] = ["okx"], "okx"
+        source = PaperSource(cfg)
+
+        async def go():
+            await source.start()
+            try:
+                s = stream(source, "okx", "BTC/USDT")
+                await until(lambda: len(s.candles()) and s.candles()[-1, 0] == now - MIN)
+                return s.candles()
+            finally:
+                await source.close()
+        c = asyncio.run(go())
+        # every bar the fake holds from history bars ago (by the wall clock) to its last: no hole, none left out
+        assert len(c) >= cfg["market"]["history"] - 12 and (np.diff(c[:, 0]) == MIN).all()

@@ -22,8 +22,6 @@ from vigil.schemas import TS
 from vigil.venues import CLIENTS
 
 HEADER = ["open_time", "open", "high", "low", "close", "volume", "close_time"]
-# ccxt id -> (candles, funding settlements) one request asks for: each venue's page (ccxt caps Binance at 1,000)
-PAGES = {"binanceusdm": (1000, 1000), "bybit": (1000, 200), "okx": (100, 100)}
 
 
 class CandleFileError(ValueError):
@@ -264,7 +262,7 @@ def download(ex, symbol, timeframe, since, until, out_dir, log=print):
     name, step = symbol.replace("/", ""), TIMEFRAME_MS[timeframe]
     now = int(time.time() * 1000)
     closed = min(until, now // step * step)  # the candle open now is not final yet
-    per_page, rates_per_page = PAGES.get(ex.id, (1000, 1000))
+    per_page, rates_per_page = venues.PAGES.get(ex.id, (1000, 1000))
 
     def candles(params):
         def fetch(a, b):

@@ -383,9 +383,11 @@ class CandleStream:
         since = int(self.array[-1, 0]) + self.bar_ms if len(self.array) else now - (self.history + 1) * self.bar_ms
         while since + self.bar_ms <= now:
             # no more bars than missing: venues weigh a request by its limit (Binance 2 up to 499, 5 up to 1000),
-            # and so does ccxt's throttle: bench/scale.py started in 76 s asking 1000, in 31 s asking this
+            # and so does ccxt's throttle: bench/scale.py started in 76 s asking 1000, in 31 s asking this; and no
+            # more than a page, since OKX and Bybit answer the newest part of a wider window and drop the rest
             page = await self.ex.fetch_ohlcv(self.market_symbol, self.timeframe, since=since,
-                                             limit=min(1000, (now - since) // self.bar_ms + 1))
+                                             limit=min(venues.PAGES.get(self.ex.id, (1000,))[0],
+                                                       (now - since) // self.bar_ms + 1))
             if not page:
                 break
             self._take(page, newest_open=now // self.bar_ms * self.bar_ms)

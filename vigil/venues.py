@@ -10,6 +10,9 @@ CLIENTS = {"binance": ("binanceusdm", ["linear"], "swap"), "binance_spot": ("bin
 # connection and 10 requests a second (ccxt puts at most 200 liquidation streams on one), Bybit v5 10 args a
 # request, OKX any number within 64 KB (about 1,100 candle channels; it allows 480 requests an hour).
 SUBSCRIBE_BATCH = {"binance": 200, "binance_spot": 200, "bybit": 10, "okx": 1000}
+# ccxt id -> (candles, funding settlements) one request asks for: each venue's page (ccxt caps Binance at 1,000).
+# Bybit and OKX answer a window newest first, so a window asked wider than a page would lose its older rows.
+PAGES = {"binanceusdm": (1000, 1000), "binance": (1000, 1000), "bybit": (1000, 200), "okx": (100, 100)}
 
 
 def swap_symbol(symbol):
