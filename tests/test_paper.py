@@ -97,7 +97,7 @@ def test_streams_subscribe_in_the_batches_each_venue_allows_and_again_after_a_re
                     fake.push_kline(venue, "C11", [now + MIN, 2, 3, 1, 2.5, 5], False)
                 await until(lambda: all(stream(source, v, "C11/USDT").candles()[-1, 0] == now
                                         for v in ("binance", "bybit", "okx")))
-                assert source._liquidation_feed(now)["ok"]
+                assert (await source.feeds(now))["liquidations"]["ok"]
                 fake.candles[("okx", "C00")].append([now, 2, 3, 1, 2.5, 5])  # closes while disconnected
                 fake.drop_connections()
                 await until(lambda: fake.subscribe_requests("bybit")[0] == 8 and fake.subscribe_requests("okx")[0] == 2
@@ -131,7 +131,7 @@ def test_funding_from_three_venues_at_once_and_each_failure_alone(tmp_path, monk
         async def funding_checks():
             for ex in source.polled.values():
                 await ex.load_markets()
-            feed = await source._funding()
+            feed = (await source.feeds(now))["funding"]
             assert feed["ok"] and not feed["partial"]
             btc = feed["data"]["BTC/USDT"]
             assert set(btc) == {"binance", "bybit", "okx"}
@@ -140,18 +140,18 @@ def test_funding_from_three_venues_at_once_and_each_failure_alone(tmp_path, monk
             fake.faults += [("/fapi/v1/premiumIndex", "garbage"), ("/v5/market/tickers", 429),
                             ("/api/v5/public/funding-rate", 503), ("/fapi/v1/premiumIndex", "empty")]
             t = time.perf_counter()
-            feed = await source._funding()
+            feed = (await source.feeds(now))["funding"]
             assert time.perf_counter() - t < 2.5  # all at once, each within its own timeout
             errors = " ".join(feed["partial"])
             assert "bybit: RateLimitExceeded" in errors or "bybit: DDoSProtection" in errors
             assert "okx: ExchangeNotAvailable" in errors
             assert "binance BTC/USDT: no funding rate or time in the answer" in errors  # a 200 that proves nothing
             assert not feed["ok"]  # every venue failed this time: the feed is down, with every reason
-            feed = await source._funding()  # the empty 200 from binance; the others answer again
+            feed = (await source.feeds(now))["funding"]  # the empty 200 from binance; the others answer again
             assert feed["ok"] and set(feed["data"]["BTC/USDT"]) == {"bybit", "okx"}
             assert feed["partial"] and feed["partial"][0].startswith("binance")
             fake.faults += [("/fapi/v1/premiumIndex", "slow")]
-            feed = await source._funding()
+            feed = (await source.feeds(now))["funding"]
             assert any("binance" in e and "Timeout" in e for e in feed["partial"])
         asyncio.run(go())
 
@@ -163,22 +163,23 @@ def test_http_feeds_fear_greed_cached_and_wallet_flows(tmp_path, monkeypatch):
         t = int(time.time())
         fake.txs = [{"hash": "0x1", "timeStamp": str(t - 60), "from": WHALE, "to": EXCHANGE, "value": str(10**21)},
                     {"hash": "0x2", "timeStamp": str(t - 30), "from": EXCHANGE, "to": WHALE, "value": str(10**20)}]
+        cfg["feeds"]["funding_venues"] = []  # OKX's funding path holds "/api" too: a fault for Etherscan's is its own
         source = PaperSource(cfg)
 
         async def go():
-            fng = await source._guard(source.fear_greed.fetch())
+            fng = (await source.feeds(t * 1000))["fear_greed"]
             assert fng["ok"] and fng["data"]["value"] == 8 and fng["data"]["source"] == "alternative.me"
             fake.fng = 90
-            again = await source._guard(source.fear_greed.fetch())
+            again = (await source.feeds(t * 1000))["fear_greed"]
             assert again["data"]["value"] == 8  # cached until its next update time
             assert sum(1 for p, _ in fake.requests if p == "/fng/") == 1
             eth = np.array([[0, 1, 1, 1, 2000.0, 1]])  # an ETH price to value transfers
             stream(source, "binance", "ETH/USDT").array = eth
-            onchain = await source._onchain(t * 1000)
+            onchain = (await source.feeds(t * 1000))["onchain"]
             flows = {x["id"]: (x["flow"], x["usd"]) for x in onchain["data"]["transfers"]}
             assert flows == {"0x1": ("inflow", 2_000_000.0), "0x2": ("outflow", 200_000.0)}
             fake.faults.append(("/api", "garbage"))
-            broken = await source._onchain(t * 1000)
+            broken = (await source.feeds(t * 1000))["onchain"]
             assert not broken["ok"] and broken["error"].startswith("etherscan:")
             # Whale Alert with a key: its exchange-labelled transfers join the same feed
             monkeypatch.setenv("WHALE_ALERT_API_KEY", "WAKEY")
@@ -189,11 +190,11 @@ def test_http_feeds_fear_greed_cached_and_wallet_flows(tmp_path, monkeypatch):
                             "hash": "h77", "from": {"address": "a1", "owner_type": "unknown"},
                             "to": {"address": "b1", "owner_type": "exchange", "owner": "binance"},
                             "timestamp": t - 10, "amount": 100, "amount_usd": 9_000_000.0, "transaction_count": 1}]
-            merged = await both._onchain(t * 1000)
+            merged = (await both.feeds(t * 1000))["onchain"]
             flows = {x["id"]: (x["asset"], x["flow"], x["to"]) for x in merged["data"]["transfers"]}
             assert flows["wa-77"] == ("BTC", "inflow", "binance") and "0x1" in flows
             fake.faults.append(("/v1/transactions", 500))
-            half = await both._onchain(t * 1000)
+            half = (await both.feeds(t * 1000))["onchain"]
             assert half["ok"] and half["partial"][0].startswith("whale alert:")
             api_calls = [q for p, q in fake.requests if p == "/v1/transactions"]
             assert api_calls[0]["api_key"] == "WAKEY" and int(api_calls[0]["min_value"]) == 1_000_000
@@ -232,7 +233,7 @@ def test_liquidations_side_conventions(tmp_path, monkeypatch):
                 fake.push_liquidation("bybit", "BTC", "buy", 3, 100.0, ms)  # Bybit names the position: a long
                 fake.push_liquidation("bybit", "BTC", "sell", 1, 100.0, ms)  # a short
                 await until(lambda: len(source.liquidations) >= 3, 5)
-                feed = source._liquidation_feed(ms)
+                feed = (await source.feeds(ms))["liquidations"]
                 assert feed["ok"] and feed["data"]["BTC/USDT"] == {"long_usd": 500.0, "short_usd": 100.0,
                                                                    "window_s": 300}
             finally:
