@@ -115,8 +115,7 @@ def main():
     print(f"compute: median {statistics.median(compute):.1f} ms, p99 {percentile(compute, 0.99):.1f} ms (target median "
           f"< 100 ms); candle close -> decision median {statistics.median(decision):.0f} ms")
     print(f"resident memory: {out['rss'][WARMUP]:.0f} MB after start-up, {memory['VmRSS']:.0f} MB after "
-          f"{len(measured)} more cycles (target < 200 MB); peak {memory['VmHWM']:.0f} MB, in the first cycle after "
-          "start-up (its flight record stores every stream's history)")
+          f"{len(measured)} more cycles (target < 200 MB); peak {memory['VmHWM']:.0f} MB")
     if down:
         print(f"feeds down in some cycle: {down}")
     ok = statistics.median(data) <= 1.5 and statistics.median(compute) < 100 and memory["VmRSS"] < 200 and not down
