@@ -330,7 +330,7 @@ class CandleStream:
     def __init__(self, ex, venue, symbol, market_symbol, bar_ms, history, stale_after, clock=time.time):
         self.ex, self.venue, self.symbol, self.market_symbol = ex, venue, symbol, market_symbol
         self.bar_ms, self.history, self.stale_after, self.clock = bar_ms, history, stale_after, clock
-        self.timeframe = {60_000: "1m", 300_000: "5m", 900_000: "15m", 3_600_000: "1h"}[bar_ms]
+        self.timeframe = next(name for name, ms in TIMEFRAME_MS.items() if ms == bar_ms)
         self.open_bar = None  # the bar the stream is still updating
         self.held = None  # updates that arrived during a backfill, taken once it is done
         # the closed candles, ascending open time, only as an array: with a list of tuples beside it (rebuilt into
@@ -380,7 +380,7 @@ class CandleStream:
     async def backfill(self):
         """Fetches every closed bar after the last one held (or the last `history` bars) over REST."""
         now = int(self.clock() * 1000)
-        since = int(self.array[-1, 0]) + self.bar_ms if len(self.array) else now - (self.history + 1) * self.bar_ms
+        since = int(self.array[-1, TS]) + self.bar_ms if len(self.array) else now - (self.history + 1) * self.bar_ms
         while since + self.bar_ms <= now:
             # no more bars than missing: venues weigh a request by its limit (Binance 2 up to 499, 5 up to 1000),
             # and so does ccxt's throttle: bench/scale.py started in 76 s asking 1000, in 31 s asking this; and no
@@ -405,7 +405,7 @@ class CandleStream:
 
     def _take(self, candles, newest_open):
         """Keeps the bars that closed (opened before newest_open) and are newer than the last one held."""
-        last = self.array[-1, 0] if len(self.array) else -1
+        last = self.array[-1, TS] if len(self.array) else -1
         new = []
         for c in candles:
             ts = int(c[0])
