@@ -116,6 +116,8 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     source = recorded or BacktestSource(cfg, data, rates)
     orch = Orchestrator(cfg, db, source, SimBroker(source, cfg["fills"]), console=lambda line: None)
     total, started = source.count(), time.time()
+    if recorded is None:  # the rows the retention would drop before the run ends are never written
+        orch.rows_from = source.last_close() - cfg["vigil"]["retention_days"] * 86_400_000
     exposure = {"sum": 0.0, "max": 0.0, "in": 0}  # of gross exposure / equity; "in": cycles with any
     curve = open(equity_csv, "w") if equity_csv else None
     points = array.array("d")  # the equity of every cycle, for the picture only
@@ -137,22 +139,59 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
             exposure["sum"] += share
             exposure["max"] = max(exposure["max"], share)
             exposure["in"] += 1
-        if rec["n"] % 2000 and rec["n"] != total:
-            return
+        if rec["n"] % 2000 == 0 or rec["n"] == last_n:
+            progressed(rec["n"])
+
+    def flat(closes):
+        """The bars skipped while flat: the equity the last cycle left, no exposure."""
+        equity = orch.book.equity()
+        if curve:
+            curve.write("".join(f"{t},{equity:.6f},0.000000\n" for t in closes.tolist()))
+        if plot:
+            points.extend([equity] * len(closes))
+        if (orch.cycle_n - len(closes)) // 2000 != orch.cycle_n // 2000:
+            progressed(orch.cycle_n)
+
+    def progressed(n):
         flush()
-        if progress:
-            done = rec["n"] / max(total, 1)
-            rate = rec["n"] / max(time.time() - started, 1e-9)
-            line = f"backtest [{'#' * int(done * 30):<30}] {done:6.1%} {rec['n']:,}/{total:,} candles {rate:,.0f}/s"
-            if terminal:  # one line redrawn in place
-                progress.write("\r" + line)
-            elif int(done * 10) > int((rec["n"] - 2000) / max(total, 1) * 10) or rec["n"] == total:
-                progress.write(line + "\n")  # a log (cron, CI): a plain line every tenth, no carriage returns
-            progress.flush()
+        if not progress:
+            return
+        done = (n - first_n) / max(total, 1)
+        rate = (n - first_n) / max(time.time() - started, 1e-9)
+        line = f"backtest [{'#' * int(done * 30):<30}] {done:6.1%} {n - first_n:,}/{total:,} candles {rate:,.0f}/s"
+        if terminal:  # one line redrawn in place
+            progress.write("\r" + line)
+        elif int(done * 10) > int((n - first_n - 2000) / max(total, 1) * 10) or n == last_n:
+            progress.write(line + "\n")  # a log (cron, CI): a plain line every tenth, no carriage returns
+        progress.flush()
+
+    async def drive():
+        """Every bar a cycle, but for the bars skipped while orch.idle() on which every strategy is quiet: the
+        skipped bars keep their cycle numbers (ids are those of a run of every bar), the last bar is never skipped,
+        and a run of them stays shorter than the window, so the running trend catches up on them exactly."""
+        by_name = source.quiet_bars(orch.strategies, cfg) if recorded is None else {}
+        quiet = np.logical_and.reduce(list(by_name.values())) if by_name else None
+        orch.on_inputs.append(lambda inputs: inputs.update(quiet=[n for n, q in by_name.items() if q[source.i]]))
+        await source.start()
+        try:
+            while orch.cycle_n < last_n:
+                if quiet is not None and orch.idle():
+                    closes = source.skip(quiet, min(last_n - orch.cycle_n - 1, cfg["market"]["history"] - 2))
+                    if len(closes):
+                        orch.cycle_n += len(closes)
+                        flat(closes)
+                        continue
+                await orch.cycle()
+                decided[0] += 1
+        finally:
+            await source.close()
+
     terminal = bool(progress) and progress.isatty()
+    first_n = orch.cycle_n
+    last_n, decided = first_n + total, [0]
     orch.on_cycle.append(sample)
     with db.batch() as flush:  # commits every 2,000 cycles, not every cycle
-        asyncio.run(orch.run(cycles=total, interval=0))
+        asyncio.run(drive())
     if curve:
         curve.close()
     if terminal:
@@ -162,6 +201,7 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     closed = db.closed_positions()
     out["backtest"] = {
         "candles": {v: {s: len(c) for s, c in by_symbol.items()} for v, by_symbol in data.items()}, "cycles": total,
+        "decided": decided[0],
         "timeframe": cfg["market"]["timeframe"], "venue": cfg["market"]["trade_venue"],
         "from": min((int(c[0, TS]) for _, _, c in series(data)), default=None),
         "to": max((int(c[-1, TS]) for _, _, c in series(data)), default=None),
@@ -199,7 +239,8 @@ def text(out):
         f"{b['timeframe']} candles of {held or 'a recorded session on ' + b['venue']}"
     history = ", ".join(f"{s} on {', '.join(venues)}" for s, venues in b["funding_history"].items())
     lines = [span, report.text(out), "",
-             f"backtest: {b['cycles']:,} cycles over {counts or 'a recorded session'} in {b['seconds']:.1f}s",
+             f"backtest: {b['cycles']:,} cycles over {counts or 'a recorded session'} in {b['seconds']:.1f}s; "
+             f"{b['decided']:,} decided, the others flat bars no strategy could act on",
              f"fees paid {b['fees_paid']:.2f}, funding {b['funding']:+.2f}; gross exposure mean "
              f"{b['exposure']['mean']:.1%} max {b['exposure']['max']:.1%}, in the market "
              f"{b['exposure']['time_in_market']:.1%} of the time",
@@ -273,6 +314,41 @@ class BacktestSource:
 
     def count(self):
         return len(self.timeline) - 1 - self.i
+
+    def last_close(self):
+        return int(self.timeline[-1]) + self.bar_ms if len(self.timeline) else 0
+
+    def quiet_bars(self, strategies, cfg):
+        """{name: a bool per bar of the timeline}: the strategy is quiet (see schemas' StrategyContext notes) on the
+        bar each series serves then; a strategy without quiet() is never."""
+        served = {"funding"} if self.funding else set()  # the feeds besides candles: the others are absent
+        out = {}
+        for name, module in strategies.items():
+            quiet = np.full(len(self.timeline), hasattr(module, "quiet"))
+            for c in self.data.values() if hasattr(module, "quiet") else ():
+                q = module.quiet(c, served, cfg[name])
+                if np.ndim(q) == 0:
+                    quiet &= bool(q)
+                    continue
+                end = np.searchsorted(c[:, TS], self.timeline, side="right")  # the bars served at each time
+                quiet &= np.where(end > 0, q[end - 1], True)  # no bar yet: nothing to act on
+            out[name] = quiet
+        return out
+
+    def skip(self, quiet, limit):
+        """Serves the quiet bars next in the timeline, at most limit, as if cycles had ticked through them; returns
+        their close times."""
+        ahead = quiet[self.i + 1:self.i + 1 + limit]
+        k = len(ahead) if ahead.all() else int(ahead.argmin())
+        if not k:
+            return ahead[:0]
+        closes = self.timeline[self.i + 1:self.i + 1 + k].astype(np.int64) + self.bar_ms
+        self.i += k
+        t = self.timeline[self.i]
+        for key, c in self.data.items():
+            self.end[key] = int(np.searchsorted(c[:, TS], t, side="right"))
+        self.now = int(t) + self.bar_ms
+        return closes
 
     async def start(self):
         pass

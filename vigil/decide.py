@@ -15,7 +15,8 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
 
     inputs: n, now, candles (Feed), trend {symbol: Trend}, feeds {name: Feed}, positions, equity,
     day_start_equity, prices {(venue, symbol): price}, veto (the one still active, or None), paused [names],
-    entries_stopped (no strategy opens anything; absent in records older than it).
+    entries_stopped (no strategy opens anything; absent in records older than it), quiet [names of strategies that
+    surely propose nothing on this bar while they hold nothing: a backtest's, from their quiet(); else absent].
     step(name) is called before each step (the kill switch raises there); save(kind, items) persists
     proposals and verdicts before the next step reads them. Replay calls it with the recorded inputs.
     """
@@ -31,11 +32,14 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
     proposals, veto = [], None
     shared = {"cycle": n, "now": now, "symbols": market["symbols"], "venues": market["venues"],
               "trade_venue": market["trade_venue"], "market_state": states, "snapshot": snapshot}
-    paused, positions, said = inputs["paused"], inputs["positions"], rec["strategies"]
+    paused, positions, said, quiet = inputs["paused"], inputs["positions"], rec["strategies"], inputs.get("quiet", ())
     for name, module in strategies.items():
         own = [p for p in positions if p["strategy"] == name]
         if (name in paused or inputs.get("entries_stopped")) and not own:
             said[name] = "paused" if name in paused else "entries stopped"
+            continue
+        if name in quiet and not own:
+            said[name] = "no signal: quiet on this bar"
             continue
         ctx = dict(shared, name=name, params=cfg[name], positions=own)
         try:

@@ -16,6 +16,11 @@ def annualized(rate):
     return rate["rate"] * 24 / rate["interval_h"] * 365
 
 
+def quiet(candles, feeds, params):
+    """Without funding rates it has nothing to compare."""
+    return "funding" not in feeds
+
+
 def propose(ctx):
     name, params = ctx["name"], ctx["params"]
     feed = ctx["snapshot"]["feeds"]["funding"]

@@ -1,4 +1,6 @@
 """Proposes a breakout trade when a trending symbol closes out of a tight range on heavy volume."""
+import numpy as np
+
 from vigil import indicators, schemas
 from vigil.schemas import CLOSE, HIGH, LOW, VOLUME
 
@@ -28,6 +30,22 @@ def propose(ctx):
     strength, found = best
     legs = [{"venue": ctx["trade_venue"], "symbol": found["symbol"], "side": found["side"], "market": "swap"}]
     return schemas.proposal(ctx, **found, legs=legs, confidence=strength / 5, max_hold_s=params["max_hold_s"])
+
+def quiet(candles, feeds, params):
+    """The bars on which _breakout finds nothing: the close inside the range before it, a range too tall, or volume
+    too thin (a rounding's worth of slack, 1e-9, on the volume mean, which numpy sums in another order)."""
+    n, c = params["range_bars"], candles
+    out = np.zeros(len(c), bool)
+    if len(c) <= n:
+        return out
+    high = np.lib.stride_tricks.sliding_window_view(c[:-1, HIGH], n).max(axis=1)
+    low = np.lib.stride_tricks.sliding_window_view(c[:-1, LOW], n).min(axis=1)
+    volume = np.lib.stride_tricks.sliding_window_view(c[:-1, VOLUME], n).mean(axis=1)
+    close = c[n:, CLOSE]
+    out[n:] = (((low <= close) & (close <= high)) | ((high - low) / close * 100 > params["max_range_pct"])
+               | (c[n:, VOLUME] < params["volume_factor"] * volume * (1 - 1e-9)))
+    return out
+
 
 def _breakout(symbol, c, params):
     n = params["range_bars"]

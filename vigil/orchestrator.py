@@ -49,6 +49,14 @@ class Orchestrator:
         self.config_path = None  # the file /reload reads again
         self.gaps = []  # the last reconciliation's position differences, for the operator to settle
         self.recovers = False  # a restart whose source does not replay its last cycle settles what a crash left
+        self.rows_from = 0  # cycles that start before this (ms) write no row: a backtest's retention drops them
+
+    def idle(self):
+        """Nothing open or working, no veto, no change waiting and the last cycle ran clean: a bar on which no
+        strategy can act would change nothing here but the cycle count."""
+        return (self.last is not None and not self.book.positions and not self.executor.working
+                and self.control.veto is None and not self.control.failures and self.control.new_config is None
+                and not self.bad_bars)
 
     def _between_cycles(self):
         """The time an action outside a cycle is booked at: the last cycle's market time (a sim or backtest runs on
@@ -195,7 +203,7 @@ class Orchestrator:
             with self.db.tx():  # the row and what the next cycle starts from commit together
                 self.db.add_cycle(rec)
                 self.db.put("checkpoint", self._checkpoint(n))
-        else:  # a backtest: nothing restarts it
+        elif now >= self.rows_from:  # a backtest: nothing restarts it
             self.db.add_cycle(rec)  # its schema is checked by the tests, not every cycle
         self.cycle_n, self.last, self.control.in_flight = n, rec, "idle"
         if self.reconciler and n % self.cfg["live"]["reconcile_every"] == 0:

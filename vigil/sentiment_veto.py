@@ -9,6 +9,11 @@ PARAMS = {
 }
 
 
+def quiet(candles, feeds, params):
+    """Without Fear & Greed or liquidations it has no evidence to veto on."""
+    return not {"fear_greed", "liquidations"} & set(feeds)
+
+
 def propose(ctx):
     name, params, now = ctx["name"], ctx["params"], ctx["now"]
     feeds = ctx["snapshot"]["feeds"]

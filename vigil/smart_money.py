@@ -16,6 +16,11 @@ PARAMS = {
 }
 
 
+def quiet(candles, feeds, params):
+    """Without on-chain transfers it has no flows to follow."""
+    return "onchain" not in feeds
+
+
 def propose(ctx):
     name, params = ctx["name"], ctx["params"]
     onchain = ctx["snapshot"]["feeds"]["onchain"]
