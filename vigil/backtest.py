@@ -22,6 +22,7 @@ from vigil.sim import SimBroker
 from vigil.storage import Storage
 from vigil.venues import CLIENTS
 
+QUIET_SLICE = 8192  # bars per slice of the strategies' quiet(): a few MB of temporaries
 ABSENT = schemas.feed(error="no history in this backtest")  # copied: each cycle gets feed dicts of its own
 
 
@@ -83,11 +84,11 @@ def _cut(cfg, data_path, data, start, end):
             fix = f"set [market] timeframe = {found}" if found else "its most common step is no timeframe Vigil knows"
             raise ValueError(f"{data_path}: {s} holds {found or 'irregular'} candles, not {timeframe}: {fix}")
         keep = (c[:, TS] >= (lo or c[0, TS])) & (c[:, TS] < (hi or c[-1, TS] + 1))
-        if len(c[keep]) <= history:
+        if keep.sum() <= history:
             span = f"{_day(c[0, TS])} to {_day(c[-1, TS])}"
             raise ValueError(f"{data_path}: {s} has {int(keep.sum())} candles in the range asked (the data covers "
                              f"{span}), not more than the {history} of [market] history the warm-up takes")
-        data[s] = c[keep]
+        data[s] = c if keep.all() else c[keep]  # no copy of a year when all of it is asked
     return data
 
 
@@ -166,22 +167,30 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
         progress.flush()
 
     async def drive():
-        """Every bar a cycle, but for the bars skipped while orch.idle() on which every strategy is quiet: the
-        skipped bars keep their cycle numbers (ids are those of a run of every bar), the last bar is never skipped,
-        and a run of them stays shorter than the window, so the running trend catches up on them exactly."""
+        """Every bar a cycle, but a bar every strategy is quiet on passes without decisions when orch.can_pass():
+        while flat, a run of such bars is served at once with no cycle (they keep their cycle numbers, so ids are
+        those of a run of every bar); else a cycle follows and marks the positions. The last bar is always decided,
+        and bars without decisions stay fewer than the window, so the running trend catches up on them exactly."""
         by_name = source.quiet_bars(orch.strategies, cfg) if recorded is None else {}
         quiet = np.logical_and.reduce(list(by_name.values())) if by_name else None
         orch.on_inputs.append(lambda inputs: inputs.update(quiet=[n for n, q in by_name.items() if q[source.i]]))
         await source.start()
+        since = 0  # bars without decisions since the last cycle that made them
         try:
             while orch.cycle_n < last_n:
-                if quiet is not None and orch.idle():
-                    closes = source.skip(quiet, min(last_n - orch.cycle_n - 1, cfg["market"]["history"] - 2))
-                    if len(closes):
+                limit = min(last_n - orch.cycle_n - 1, cfg["market"]["history"] - 2 - since)
+                if quiet is not None and limit > 0 and quiet[source.i + 1] and orch.can_pass():
+                    if orch.flat():
+                        closes = source.skip(quiet, limit)
                         orch.cycle_n += len(closes)
                         flat(closes)
-                        continue
+                        since += len(closes)
+                    else:
+                        await orch.cycle(decisions=False)
+                        since += 1
+                    continue
                 await orch.cycle()
+                since = 0
                 decided[0] += 1
         finally:
             await source.close()
@@ -322,18 +331,24 @@ class BacktestSource:
         """{name: a bool per bar of the timeline}: the strategy is quiet (see schemas' StrategyContext notes) on the
         bar each series serves then; a strategy without quiet() is never."""
         served = {"funding"} if self.funding else set()  # the feeds besides candles: the others are absent
-        out = {}
-        for name, module in strategies.items():
-            quiet = np.full(len(self.timeline), hasattr(module, "quiet"))
-            for c in self.data.values() if hasattr(module, "quiet") else ():
-                q = module.quiet(c, served, cfg[name])
-                if np.ndim(q) == 0:
-                    quiet &= bool(q)
-                    continue
-                end = np.searchsorted(c[:, TS], self.timeline, side="right")  # the bars served at each time
-                quiet &= np.where(end > 0, q[end - 1], True)  # no bar yet: nothing to act on
-            out[name] = quiet
+        out = {name: np.full(len(self.timeline), hasattr(module, "quiet")) for name, module in strategies.items()}
+        for c in self.data.values():
+            end = np.searchsorted(c[:, TS], self.timeline, side="right")  # the bars served at each time
+            for name, module in strategies.items():
+                if hasattr(module, "quiet"):
+                    q = self._quiet(module, c, served, cfg[name])
+                    out[name] &= np.where(end > 0, q[end - 1], True)  # no bar yet: nothing to act on
         return out
+
+    def _quiet(self, module, c, served, params):
+        """module.quiet over the series c, slice by slice, each with the window before it: a year of windows at once
+        takes a hundred MB, which the process keeps once it has had them."""
+        q = np.zeros(len(c), bool)
+        for lo in range(0, len(c), QUIET_SLICE):
+            start, hi = max(0, lo - self.history + 1), lo + QUIET_SLICE
+            part = module.quiet(c[start:hi], self.history, served, params)
+            q[lo:hi] = part if np.ndim(part) == 0 else part[lo - start:]
+        return q
 
     def skip(self, quiet, limit):
         """Serves the quiet bars next in the timeline, at most limit, as if cycles had ticked through them; returns

@@ -16,7 +16,8 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
     inputs: n, now, candles (Feed), trend {symbol: Trend}, feeds {name: Feed}, positions, equity,
     day_start_equity, prices {(venue, symbol): price}, veto (the one still active, or None), paused [names],
     entries_stopped (no strategy opens anything; absent in records older than it), quiet [names of strategies that
-    surely propose nothing on this bar while they hold nothing: a backtest's, from their quiet(); else absent].
+    surely propose nothing on this bar while they hold nothing, or whatever they hold for one with EXITS = False: a
+    backtest's, from their quiet(); else absent].
     step(name) is called before each step (the kill switch raises there); save(kind, items) persists
     proposals and verdicts before the next step reads them. Replay calls it with the recorded inputs.
     """
@@ -38,7 +39,7 @@ def decide(cfg, strategies, inputs, rec, step=_noop, save=_noop):
         if (name in paused or inputs.get("entries_stopped")) and not own:
             said[name] = "paused" if name in paused else "entries stopped"
             continue
-        if name in quiet and not own:
+        if name in quiet and (not own or not getattr(module, "EXITS", True)):
             said[name] = "no signal: quiet on this bar"
             continue
         ctx = dict(shared, name=name, params=cfg[name], positions=own)

@@ -16,7 +16,7 @@ def annualized(rate):
     return rate["rate"] * 24 / rate["interval_h"] * 365
 
 
-def quiet(candles, feeds, params):
+def quiet(candles, window, feeds, params):
     """Without funding rates it has nothing to compare."""
     return "funding" not in feeds
 

@@ -13,7 +13,6 @@ PARAMS = {
     "stop_atr": (float, 2.0, 0.1, 20.0, "stop distance from entry in ATRs"),
     "max_hold_s": (float, 7200.0, 0.0, 2592000.0, "time exit in seconds (0 = none)"),
 }
-CHUNK = 8192  # bars per slice of quiet()'s windows: 5 MB of temporaries
 
 
 def warmup(params):
@@ -36,20 +35,24 @@ def propose(ctx):
     legs = [{"venue": ctx["trade_venue"], "symbol": found["symbol"], "side": found["side"], "market": "swap"}]
     return schemas.proposal(ctx, **found, legs=legs, confidence=z / 4, max_hold_s=params["max_hold_s"])
 
-def quiet(candles, feeds, params):
-    """The bars on which _overextended finds nothing for want of a z-score at the entry band; the RSI is not tested.
+def quiet(candles, window, feeds, params):
+    """The bars on which _overextended finds nothing: no z-score at the entry band with an RSI that confirms it.
 
-    numpy sums the windows in another order, so the band gets 1e-6 of slack, and a window whose deviation is under
+    numpy sums in another order, so both tests get a rounding's worth of slack, and a window whose deviation is under
     1e-7 of its price (flat: its z is rounding noise) is never called quiet.
     """
     m, close = params["ma_bars"], candles[:, CLOSE]
+    band, low, high = params["entry_z"] * (1 - 1e-6), params["rsi_extreme"] + 1e-6, 100 - params["rsi_extreme"] - 1e-6
+    first = max(m, window) - 1  # bars before a whole window: never quiet
     out = np.zeros(len(close), bool)
-    for lo in range(m - 1, len(close), CHUNK):  # in chunks: a year of 40-bar windows at once would take 170 MB
-        window = np.lib.stride_tricks.sliding_window_view(close[lo - m + 1:lo + CHUNK], m)
-        ma = window.sum(axis=1) / m
-        sd = np.sqrt(((window - ma[:, None]) ** 2).sum(axis=1) / m)
-        entry = window[:, -1]
-        out[lo:lo + CHUNK] = (sd > 1e-7 * np.abs(entry)) & (np.abs(entry - ma) < params["entry_z"] * sd * (1 - 1e-6))
+    if len(close) <= first:
+        return out
+    ma_window = np.lib.stride_tricks.sliding_window_view(close[first - m + 1:], m)
+    ma = ma_window.sum(axis=1) / m
+    sd = np.sqrt(((ma_window - ma[:, None]) ** 2).sum(axis=1) / m)
+    d, rsi = close[first:] - ma, indicators.rsi_windows(close[first - window + 1:], params["rsi_period"], window)
+    fires = ((d <= -band * sd) & ~(rsi > low)) | ((d >= band * sd) & ~(rsi < high))
+    out[first:] = (sd > 1e-7 * np.abs(close[first:])) & ~fires
     return out
 
 

@@ -4,6 +4,7 @@ import numpy as np
 from vigil import indicators, schemas
 from vigil.schemas import CLOSE, HIGH, LOW, VOLUME
 
+EXITS = False  # it never proposes an exit: its positions end at their stop, target or time
 PARAMS = {
     "range_bars": (int, 30, 5, 500, "bars of the consolidation range before the breakout bar"),
     "max_range_pct": (float, 1.5, 0.05, 50.0, "range height as % of price at most (a consolidation)"),
@@ -31,7 +32,7 @@ def propose(ctx):
     legs = [{"venue": ctx["trade_venue"], "symbol": found["symbol"], "side": found["side"], "market": "swap"}]
     return schemas.proposal(ctx, **found, legs=legs, confidence=strength / 5, max_hold_s=params["max_hold_s"])
 
-def quiet(candles, feeds, params):
+def quiet(candles, window, feeds, params):
     """The bars on which _breakout finds nothing: the close inside the range before it, a range too tall, or volume
     too thin (a rounding's worth of slack, 1e-9, on the volume mean, which numpy sums in another order)."""
     n, c = params["range_bars"], candles

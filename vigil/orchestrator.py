@@ -51,12 +51,17 @@ class Orchestrator:
         self.recovers = False  # a restart whose source does not replay its last cycle settles what a crash left
         self.rows_from = 0  # cycles that start before this (ms) write no row: a backtest's retention drops them
 
-    def idle(self):
-        """Nothing open or working, no veto, no change waiting and the last cycle ran clean: a bar on which no
-        strategy can act would change nothing here but the cycle count."""
-        return (self.last is not None and not self.book.positions and not self.executor.working
-                and self.control.veto is None and not self.control.failures and self.control.new_config is None
-                and not self.bad_bars)
+    def can_pass(self):
+        """Whether a bar on which every strategy is quiet may pass without decisions: the last cycle ran clean, no
+        veto holds, no change waits, and no position is one its strategy may exit on its own (EXITS)."""
+        return (self.last is not None and self.control.veto is None and not self.control.failures
+                and self.control.new_config is None and not self.bad_bars
+                and not any(getattr(self.strategies.get(p["strategy"]), "EXITS", True)
+                            for p in self.book.positions.values()))
+
+    def flat(self):
+        """Nothing open, nothing working: a bar without decisions changes nothing here but the cycle count."""
+        return not self.book.positions and not self.executor.working
 
     def _between_cycles(self):
         """The time an action outside a cycle is booked at: the last cycle's market time (a sim or backtest runs on
@@ -176,7 +181,9 @@ class Orchestrator:
         self.stopping = True
 
     # --- one cycle ---------------------------------------------------------------------------
-    async def cycle(self):
+    async def cycle(self, decisions=True):
+        """One cycle; without decisions (a backtest's bar every strategy is quiet on, see can_pass) its positions
+        are only followed and marked."""
         if self.control.new_config:  # between cycles: no step ever sees half of a change
             for section, key, value in self.control.new_config:
                 self.cfg[section][key] = value  # in place: every module holding the section sees it
@@ -189,7 +196,13 @@ class Orchestrator:
                "halted": False, "notes": [], "latency_ms": None}
         self.executor.first_sent = None
         try:
-            await self._steps(n, now, rec)
+            if decisions:
+                await self._steps(n, now, rec)
+            else:
+                rec["notes"].append("no decisions: every strategy is quiet on this bar")
+                feeds = await self._feeds(now)
+                async with self.trading:
+                    await self._execute_and_track(n, now, rec, [], feeds, self._bars())
             self.control.failures = 0
         except Halted as e:
             rec["notes"].append(str(e))

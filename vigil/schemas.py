@@ -134,10 +134,12 @@ SCHEMAS = {
     # holds until "until"), an Idle ({"strategy", "reason"}: why nothing) or None. ctx is a StrategyContext (below); a
     # strategy imports no other strategy, nor the executor, risk or a broker, and keeps no state between calls.
     # Optional: warmup(params) -> the candles a symbol needs (config holds [market] history to it), and TRADES = False
-    # for a strategy that never opens a position (a veto: it takes no share of the capital), and quiet(candles,
-    # feeds, params) -> the bars of one series (a bool array, or one bool for all) on which it surely proposes
-    # nothing while it holds nothing, given the feeds a backtest serves besides candles: a backtest skips bars every
-    # strategy is quiet on while no position is open (a strategy without it is never quiet). Add its name to
+    # for a strategy that never opens a position (a veto: it takes no share of the capital); quiet(candles, window,
+    # feeds, params) -> the bars of one whole series (a bool array, or one bool for all) on which it surely proposes
+    # nothing while it holds nothing, seeing the last window bars up to each and, besides candles, only the feeds
+    # named (a backtest's), and EXITS = False for one that never
+    # proposes an exit (so it is quiet whatever it holds). A backtest asks no quiet strategy, and passes bars every
+    # strategy is quiet on without decisions (a strategy without quiet() is never quiet). Add its name to
     # [strategies] enabled, or leave enabled unset to run every strategy module there is.
     "StrategyContext": {
         "cycle": (int, None), "now": (int, None), "name": (str, None), "params": (dict, None),

@@ -9,7 +9,7 @@ PARAMS = {
 }
 
 
-def quiet(candles, feeds, params):
+def quiet(candles, window, feeds, params):
     """Without Fear & Greed or liquidations it has no evidence to veto on."""
     return not {"fear_greed", "liquidations"} & set(feeds)
 

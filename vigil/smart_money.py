@@ -4,6 +4,7 @@ import math
 from vigil import indicators, schemas
 from vigil.schemas import CLOSE
 
+EXITS = False  # it never proposes an exit: its positions end at their stop, target or time
 PARAMS = {
     "min_usd": (float, 1_000_000.0, 0.0, 1e12, "ignore transfers smaller than this (USD)"),
     "threshold_usd": (float, 20_000_000.0, 0.0, 1e13, "decayed net exchange flow that triggers a trade (USD)"),
@@ -16,7 +17,7 @@ PARAMS = {
 }
 
 
-def quiet(candles, feeds, params):
+def quiet(candles, window, feeds, params):
     """Without on-chain transfers it has no flows to follow."""
     return "onchain" not in feeds
 
