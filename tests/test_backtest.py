@@ -1,6 +1,7 @@
 import asyncio
 import csv
 import gzip
+import importlib
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from vigil.storage import Storage
 
 ROOT = Path(__file__).resolve().parent.parent
 CANDLE_ONLY = "momentum, mean_reversion"
+STRATEGIES = ["funding_arb", "smart_money", "momentum", "mean_reversion", "sentiment_veto"]
 
 
 def cfg_file(tmp_path, db="v.db"):
@@ -39,17 +41,12 @@ def trades(db):
     return [(p["id"], p["side"], p["close_reason"], round(p["realized_pnl"], 9)) for p in db.closed_positions()]
 
 
-def test_backtest_gives_the_sim_loop_trades_on_the_same_candles(tmp_path):
-    orch = cli.build(config.load(cfg_file(tmp_path)))
-    no_feeds(orch)
-    asyncio.run(orch.run(cycles=2500, interval=0))
-    sim_trades = trades(orch.db)
-    assert len(sim_trades) >= 5
-    # The same seed's market again, every bar from the first warm-up bar on, dumped as Binance CSVs.
+def sim_dump(tmp_path, cycles=2500):
+    """The sim's market of cfg_file's seed, every bar from the first warm-up bar on, as Binance CSVs in tmp_path/data."""
     market = SimMarket(config.load(cfg_file(tmp_path)))
     rows = [("BTC/USDT", *market.buf[0, 0, i]) for i in range(market.rows)]
     rows += [("ETH/USDT", *market.buf[0, 1, i]) for i in range(market.rows)]
-    for _ in range(2500):
+    for _ in range(cycles):
         asyncio.run(market.tick())
         rows += [(s, *market.candles()["data"]["binance"][s][-1]) for s in ("BTC/USDT", "ETH/USDT")]
     rows = [(s, int(ts), *map(float, (o, h, l, c, v))) for s, ts, o, h, l, c, v in rows]
@@ -61,16 +58,50 @@ def test_backtest_gives_the_sim_loop_trades_on_the_same_candles(tmp_path):
     with open(tmp_path / "data" / "ETHUSDT-1m-2025-01.csv", "w") as f:
         f.writelines(f"{ts * 1000},{o!r},{h!r},{l!r},{c!r},{v!r}\n" for s, ts, o, h, l, c, v in rows
                      if s == "ETH/USDT")  # microsecond timestamps, no header
+    return tmp_path / "data"
+
+
+def test_backtest_gives_the_sim_loop_trades_on_the_same_candles(tmp_path):
+    orch = cli.build(config.load(cfg_file(tmp_path)))
+    no_feeds(orch)
+    asyncio.run(orch.run(cycles=2500, interval=0))
+    sim_trades = trades(orch.db)
+    assert len(sim_trades) >= 5
     cfg = config.load(cfg_file(tmp_path, "unused.db"))
-    data, rates = backtest.load(cfg, tmp_path / "data")
+    data, rates = backtest.load(cfg, sim_dump(tmp_path))
     out = backtest.run(cfg, data, rates, str(tmp_path / "bt.db"), str(tmp_path / "eq.csv"), progress=None)
     assert trades(Storage(str(tmp_path / "bt.db"))) == sim_trades
     assert out["backtest"]["cycles"] == 2500 and out["strategies"]
+    assert out["backtest"]["decided"] < 2500  # bars no strategy could act on passed without decisions
     curve = (tmp_path / "eq.csv").read_text().splitlines()
     assert curve[0] == "time_ms,equity,gross_exposure" and len(curve) == 2501
     last = curve[-1].split(",")
     assert int(last[0]) == out["backtest"]["to"] + 60_000 and float(last[1]) == pytest.approx(out["equity"], abs=1e-6)
     assert any(float(row.split(",")[2]) > 0 for row in curve[1:])  # exposure while positions were open
+
+
+def test_bars_passed_without_decisions_change_nothing(tmp_path, monkeypatch):
+    """The same backtest with every strategy's quiet() and without any: the same trades, equity curve and figures,
+    with every bar decided in the second."""
+    # every strategy: funding, on-chain and sentiment are quiet for want of their feeds; the rows of one day kept
+    path = write(tmp_path / "all.cfg", "[vigil]\nconsole = false\nretention_days = 1\n"
+                                       "[market]\nsymbols = BTC/USDT, ETH/USDT\n")
+    cfg = config.load(path)
+    assert sorted(cfg["strategies"]["enabled"]) == sorted(STRATEGIES)
+    data, rates = backtest.load(cfg, sim_dump(tmp_path, 4000))
+    runs = []
+    for name in ("quiet", "every bar"):
+        out = backtest.run(cfg, data, rates, str(tmp_path / f"{name}.db"), str(tmp_path / f"{name}.csv"), progress=None)
+        db = Storage(str(tmp_path / f"{name}.db"))
+        runs.append((out, trades(db), (tmp_path / f"{name}.csv").read_text(), db.counts()["cycles"]))
+        for module in map(importlib.import_module, (f"vigil.{s}" for s in STRATEGIES)):
+            monkeypatch.delattr(module, "quiet", raising=False)
+    (quiet, quiet_trades, quiet_curve, quiet_rows), (every, every_trades, every_curve, every_rows) = runs
+    assert quiet["backtest"]["decided"] < 4000 / 2 and every["backtest"]["decided"] == 4000
+    assert quiet_trades == every_trades and len(quiet_trades) >= 10 and quiet_curve == every_curve
+    assert quiet["strategies"] == every["strategies"] and quiet["equity"] == every["equity"]
+    assert quiet["backtest"]["exposure"] == every["backtest"]["exposure"]
+    assert 0 < quiet_rows <= every_rows <= 24 * 60 + 1  # rows the retention would drop are never written
 
 
 def write(path, text):

@@ -34,6 +34,28 @@ def test_smoothing_matches_the_recursion():
     assert np.isnan(ind.wilder(np.array([1.0, 2.0]), 5))
 
 
+def test_smoothing_of_every_bar_at_once_matches_the_recursion():
+    x = np.tile(np.abs(np.diff(CLOSE)), 300)  # 60,000 values: 16 doubling passes
+    for n in (2, 14, 100):
+        want = _recursion(x, n)
+        got = ind.wilder_series(x, n)
+        assert np.isnan(got[:n - 1]).all() and got[n - 1:] == pytest.approx(want, rel=1e-9)
+        head = ind.wilder_series(x[:5000], n)  # going on from a value, as a backtest's slices do
+        assert np.concatenate((head, ind.wilder_series(x[5000:], n, head[-1])))[n - 1:] == pytest.approx(want, rel=1e-9)
+    assert np.isnan(ind.wilder_series(x[:4], 5)).all() and len(ind.wilder_series(x[:4], 5)) == 4
+
+
+def test_rsi_of_every_window_at_once_matches_rsi():
+    close = np.tile(CLOSE, 5)
+    close[300:340] = close[299]  # a flat stretch: no loss in some windows, RSI 100
+    for window in (15, 60, 300):
+        got = ind.rsi_windows(close, 14, window)
+        assert len(got) == len(close) - window + 1
+        want = [ind.rsi(close[j - window + 1:j + 1], 14) for j in range(window - 1, len(close))]
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert np.isnan(ind.rsi_windows(close, 14, 10)).all()  # a window too short for the period, as rsi() says
+
+
 def test_true_range_is_the_three_way_max():
     prev = CLOSE[:-1]
     want = np.maximum.reduce([HIGH[1:] - LOW[1:], np.abs(HIGH[1:] - prev), np.abs(LOW[1:] - prev)])

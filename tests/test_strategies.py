@@ -285,3 +285,32 @@ def test_a_key_a_schema_does_not_declare_is_refused():
     assert schemas.problem("Veto", dict(veto, untill=6)) == "untill: not in the schema"
     with pytest.raises(schemas.SchemaError, match="Veto.untill: not in the schema"):
         schemas.validate("Veto", dict(veto, untill=6))
+
+
+@pytest.mark.parametrize("name, state", [("momentum", "trending"), ("mean_reversion", "ranging")])
+def test_quiet_bars_are_bars_the_strategy_never_trades_on(name, state):
+    """quiet() over a whole series names only bars on which propose(), shown the window up to that bar in the
+    state it trades, proposes nothing; and it names most of them."""
+    rng = np.random.default_rng(11)
+    steps = rng.normal(0, 0.001, 3000) + np.where(rng.random(3000) < 0.02, rng.normal(0, 0.01, 3000), 0.0)
+    closes = 100 * np.exp(np.cumsum(steps))
+    volumes = rng.uniform(50, 150, 3000) * np.where(rng.random(3000) < 0.05, 4.0, 1.0)
+    series, window = candles(closes, volumes), 120
+    module = importlib.import_module(f"vigil.{name}")
+    params = {k: spec[1] for k, spec in module.PARAMS.items()}
+    quiet = module.quiet(series, window, set(), params)
+    fired = []
+    for j in range(window - 1, len(series)):
+        out = run(name, state=state, c=series[j - window + 1:j + 1])
+        if "kind" in out:
+            fired.append(j)
+            assert not quiet[j], f"{name} proposed at bar {j}, which quiet() named"
+    assert len(fired) >= 5 and quiet.mean() > 0.8
+
+
+def test_quiet_strategies_of_feeds_a_backtest_does_not_serve():
+    c = candles(np.full(100, 100.0))
+    for name, feed in (("funding_arb", "funding"), ("smart_money", "onchain"), ("sentiment_veto", "fear_greed")):
+        module = importlib.import_module(f"vigil.{name}")
+        params = {k: spec[1] for k, spec in module.PARAMS.items()}
+        assert module.quiet(c, 50, set(), params) and not module.quiet(c, 50, {feed}, params)

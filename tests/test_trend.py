@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from vigil import schemas
-from vigil.market_state import RESUM_EVERY, Trend
+from vigil.market_state import RESUM_EVERY, FileTrend, Trend
 
 PARAMS = {"adx_period": 14, "vol_short": 10, "vol_long": 60}
 rng = np.random.default_rng(3)
@@ -70,3 +70,19 @@ def test_a_window_that_does_not_continue_restarts_from_it():
     assert out == fresh and out["bars"] == 100
     assert trend.update(feed(BARS[200:300]))["BTC/USDT"] == fresh  # no new bar: nothing counted twice
     assert trend.update(schemas.feed(error="down")) == {}
+
+
+def test_a_backtest_s_figures_over_the_file_equal_the_running_ones(monkeypatch):
+    """FileTrend, slice by slice over the whole file, gives what Trend gives bar by bar, from the first window's
+    first bar (the seed, ADX's first value, the volatility windows filling) to past a re-sum, across slices."""
+    monkeypatch.setattr(FileTrend, "SLICE", 250)
+    for params in (PARAMS, {"adx_period": 3, "vol_short": 3, "vol_long": 400}):
+        running, whole = Trend("binance", params), FileTrend("binance", params, {"BTC/USDT": BARS})
+        for end in range(6, N + 1):
+            window = feed(BARS[max(5, end - 300):end])  # the count starts at bar 5, the first window's first
+            want, got = running.update(window)["BTC/USDT"], whole.update(window)["BTC/USDT"]
+            assert got.keys() == want.keys() and got["bars"] == want["bars"]
+            for k in ("adx", "atr", "vol_short", "vol_long"):
+                assert (got[k] is None) == (want[k] is None), (end, k)
+                assert got[k] is None or got[k] == pytest.approx(want[k], rel=1e-9), (end, k)
+    assert whole.update(schemas.feed(error="down")) == {}

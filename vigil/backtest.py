@@ -16,6 +16,7 @@ import numpy as np
 
 from vigil import candle_files, config, report, schemas
 from vigil.config import TIMEFRAME_MS
+from vigil.market_state import FileTrend
 from vigil.orchestrator import Orchestrator
 from vigil.schemas import TS
 from vigil.sim import SimBroker
@@ -117,8 +118,10 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     source = recorded or BacktestSource(cfg, data, rates)
     orch = Orchestrator(cfg, db, source, SimBroker(source, cfg["fills"]), console=lambda line: None)
     total, started = source.count(), time.time()
-    if recorded is None:  # the rows the retention would drop before the run ends are never written
-        orch.rows_from = source.last_close() - cfg["vigil"]["retention_days"] * 86_400_000
+    if recorded is None:
+        venue = cfg["market"]["trade_venue"]
+        orch.trend = FileTrend(venue, cfg["market_state"], data.get(venue, {}))
+        orch.rows_from = source.last_close() - cfg["vigil"]["retention_days"] * 86_400_000  # the retention drops them
     exposure = {"sum": 0.0, "max": 0.0, "in": 0}  # of gross exposure / equity; "in": cycles with any
     curve = open(equity_csv, "w") if equity_csv else None
     points = array.array("d")  # the equity of every cycle, for the picture only
@@ -169,28 +172,24 @@ def run(cfg, data, rates, db_path=None, equity_csv=None, progress=sys.stderr, re
     async def drive():
         """Every bar a cycle, but a bar every strategy is quiet on passes without decisions when orch.can_pass():
         while flat, a run of such bars is served at once with no cycle (they keep their cycle numbers, so ids are
-        those of a run of every bar); else a cycle follows and marks the positions. The last bar is always decided,
-        and bars without decisions stay fewer than the window, so the running trend catches up on them exactly."""
+        those of a run of every bar); else a cycle follows and marks the positions. The last bar is always decided.
+        The market state's figures come from the files (FileTrend), so no bar passed is missing from them."""
         by_name = source.quiet_bars(orch.strategies, cfg) if recorded is None else {}
         quiet = np.logical_and.reduce(list(by_name.values())) if by_name else None
         orch.on_inputs.append(lambda inputs: inputs.update(quiet=[n for n, q in by_name.items() if q[source.i]]))
         await source.start()
-        since = 0  # bars without decisions since the last cycle that made them
         try:
             while orch.cycle_n < last_n:
-                limit = min(last_n - orch.cycle_n - 1, cfg["market"]["history"] - 2 - since)
-                if quiet is not None and limit > 0 and quiet[source.i + 1] and orch.can_pass():
+                left = last_n - orch.cycle_n - 1
+                if quiet is not None and left > 0 and quiet[source.i + 1] and orch.can_pass():
                     if orch.flat():
-                        closes = source.skip(quiet, limit)
+                        closes = source.skip(quiet, left)
                         orch.cycle_n += len(closes)
                         flat(closes)
-                        since += len(closes)
                     else:
                         await orch.cycle(decisions=False)
-                        since += 1
                     continue
                 await orch.cycle()
-                since = 0
                 decided[0] += 1
         finally:
             await source.close()

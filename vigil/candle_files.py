@@ -162,7 +162,7 @@ def load(path, symbols=None):
             if len(a) and len(b) and b[0, TS] <= a[-1, TS]:
                 raise CandleFileError(f"{fb}:1: overlaps {fa} (starts at {int(b[0, TS])}, "
                                       f"which is not after {int(a[-1, TS])})")
-        data[symbol] = np.concatenate([c for _, c in chunks])
+        data[symbol] = np.concatenate([c for _, c in chunks]) if len(chunks) > 1 else chunks[0][1]  # no second year
     missing = set(symbols or ()) - set(data)
     if missing:
         raise CandleFileError(f"{path}: no candles for {', '.join(sorted(missing))}")

@@ -24,6 +24,29 @@ def wilder(x, n):
     return x @ _weights(n, m) if m >= n else np.full(np.shape(x)[:-1], np.nan)
 
 
+def wilder_series(x, n, last=None):
+    """wilder() at every value of x at once, going on from last, or (last None) seeded with the mean of the first n
+    values (nan before): y_t = a * y_(t-1) + x_t / n with a = 1 - 1/n.
+
+    Summed by doubling: after the pass with shift s, each y_t holds its last 2s terms, so 20 passes cover a year of
+    1m bars; every power of a is at most 1, and there is no matrix product (BLAS would spread it over idle cores)."""
+    y = np.full(len(x), np.nan)
+    first = 0
+    if last is None:
+        if len(x) < n:
+            return y
+        last = y[n - 1] = x[:n].sum() / n
+        first = n
+    a, z = 1.0 - 1.0 / n, x[first:] / n
+    s = 1
+    while s < len(z):
+        z[s:] += a ** s * z[:-s]
+        s *= 2
+    with np.errstate(under="ignore"):
+        y[first:] = z + last * a ** np.arange(1, len(z) + 1)
+    return y
+
+
 def true_range(c):
     """max(high, previous close) - min(low, previous close) per bar of an OHLCV array: the three-way max, cheaper."""
     tr = c[:, HIGH] - c[:, LOW]
