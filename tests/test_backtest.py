@@ -84,20 +84,26 @@ def test_bars_passed_without_decisions_change_nothing(tmp_path, monkeypatch):
     """The same backtest with every strategy's quiet() and without any: the same trades, equity curve and figures,
     with every bar decided in the second."""
     # every strategy: funding, on-chain and sentiment are quiet for want of their feeds; the rows of one day kept
-    path = write(tmp_path / "all.cfg", "[vigil]\nconsole = false\nretention_days = 1\n"
+    path = write(tmp_path / "all.cfg", "[vigil]\nconsole = false\nretention_days = 1\n[risk]\ndaily_loss = 0.002\n"
                                        "[market]\nsymbols = BTC/USDT, ETH/USDT\n")
     cfg = config.load(path)
     assert sorted(cfg["strategies"]["enabled"]) == sorted(STRATEGIES)
-    data, rates = backtest.load(cfg, sim_dump(tmp_path, 4000))
-    runs = []
+    data, rates = backtest.load(cfg, sim_dump(tmp_path, 14_400))
+    runs, days = [], []
+    put = Storage.put
+    monkeypatch.setattr(Storage, "put", lambda db, key, value: (days.append(value) if key == "day_start" else None,
+                                                               put(db, key, value))[1])
     for name in ("quiet", "every bar"):
         out = backtest.run(cfg, data, rates, str(tmp_path / f"{name}.db"), str(tmp_path / f"{name}.csv"), progress=None)
         db = Storage(str(tmp_path / f"{name}.db"))
-        runs.append((out, trades(db), (tmp_path / f"{name}.csv").read_text(), db.counts()["cycles"]))
+        runs.append((out, trades(db), (tmp_path / f"{name}.csv").read_text(), db.counts()["cycles"], days[:]))
+        days.clear()
         for module in map(importlib.import_module, (f"vigil.{s}" for s in STRATEGIES)):
             monkeypatch.delattr(module, "quiet", raising=False)
-    (quiet, quiet_trades, quiet_curve, quiet_rows), (every, every_trades, every_curve, every_rows) = runs
-    assert quiet["backtest"]["decided"] < 4000 / 2 and every["backtest"]["decided"] == 4000
+    (quiet, quiet_trades, quiet_curve, quiet_rows, quiet_day), (every, every_trades, every_curve, every_rows,
+                                                                every_day) = runs
+    assert quiet_day == every_day and len(quiet_day) == 11  # each day's loss limit counts from the same equity
+    assert quiet["backtest"]["decided"] < 14_400 / 2 and every["backtest"]["decided"] == 14_400
     assert quiet_trades == every_trades and len(quiet_trades) >= 10 and quiet_curve == every_curve
     assert quiet["strategies"] == every["strategies"] and quiet["equity"] == every["equity"]
     assert quiet["backtest"]["exposure"] == every["backtest"]["exposure"]

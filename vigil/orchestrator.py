@@ -200,6 +200,7 @@ class Orchestrator:
                 await self._steps(n, now, rec)
             else:
                 rec["notes"].append("no decisions: every strategy is quiet on this bar")
+                self.book.day_start_equity(now)  # the day's loss limit counts from its first cycle's equity
                 feeds = await self._feeds(now)
                 async with self.trading:
                     await self._execute_and_track(n, now, rec, [], feeds, self._bars())
