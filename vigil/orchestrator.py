@@ -196,14 +196,7 @@ class Orchestrator:
                "halted": False, "notes": [], "latency_ms": None}
         self.executor.first_sent = None
         try:
-            if decisions:
-                await self._steps(n, now, rec)
-            else:
-                rec["notes"].append("no decisions: every strategy is quiet on this bar")
-                self.book.day_start_equity(now)  # the day's loss limit counts from its first cycle's equity
-                feeds = await self._feeds(now)
-                async with self.trading:
-                    await self._execute_and_track(n, now, rec, [], feeds, self._bars())
+            await (self._steps(n, now, rec) if decisions else self._undecided(n, now, rec))
             self.control.failures = 0
         except Halted as e:
             rec["notes"].append(str(e))
@@ -303,6 +296,14 @@ class Orchestrator:
             if decided * 1000 - closed > self.cfg["vigil"]["latency_alert_s"] * 1000:
                 self.control.alert("latency", f"cycle {n} decided {(decided * 1000 - closed) / 1000:.1f} s after "
                                               "the candle closed")
+
+    async def _undecided(self, n, now, rec):
+        """A cycle without decisions: the orders are followed, the positions marked, their exits sent."""
+        rec["notes"].append("no decisions: every strategy is quiet on this bar")
+        self.book.day_start_equity(now)  # the day's loss limit counts from its first cycle's equity
+        feeds = await self._feeds(now)
+        async with self.trading:
+            await self._execute_and_track(n, now, rec, [], feeds, self._bars())
 
     def _closed_at(self, candles):
         """When the latest closed candle of the trade venue closed (ms), for a source on the wall clock; else None."""
