@@ -248,7 +248,7 @@ def text(out):
     history = ", ".join(f"{s} on {', '.join(venues)}" for s, venues in b["funding_history"].items())
     lines = [span, report.text(out), "",
              f"backtest: {b['cycles']:,} cycles over {counts or 'a recorded session'} in {b['seconds']:.1f}s; "
-             f"{b['decided']:,} decided, the others flat bars no strategy could act on",
+             f"{b['decided']:,} decided; on the others no strategy could act (positions only followed and marked)",
              f"fees paid {b['fees_paid']:.2f}, funding {b['funding']:+.2f}; gross exposure mean "
              f"{b['exposure']['mean']:.1%} max {b['exposure']['max']:.1%}, in the market "
              f"{b['exposure']['time_in_market']:.1%} of the time",
