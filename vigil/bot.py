@@ -226,7 +226,7 @@ class Bot:
         if not arg.isdigit() or not 1 <= int(arg) <= 60:
             await self._reply(update, f"usage: /{'daily' if unit == 'day' else unit + 'ly'} [n], n from 1 to 60")
             return
-        now = self.orch.last["started_at"] if self.orch.last else int(time.time() * 1000)
+        now = self.orch.market_time()
         await self._reply(update, report.periods_text(self.db.closed_positions(), unit, int(arg), now))
 
     async def balance(self, update, context):

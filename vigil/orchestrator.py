@@ -63,9 +63,9 @@ class Orchestrator:
         """Nothing open, nothing working: a bar without decisions changes nothing here but the cycle count."""
         return not self.book.positions and not self.executor.working
 
-    def _between_cycles(self):
-        """The time an action outside a cycle is booked at: the last cycle's market time (a sim or backtest runs on
-        its own), or the clock before any cycle."""
+    def market_time(self):
+        """The time an action outside a cycle is booked at, and the phone's reports end at: the last cycle's market
+        time (a sim or backtest runs on its own), or the clock before any cycle."""
         return self.last["started_at"] if self.last else int(self.clock() * 1000)
 
     # --- the operator's orders -------------------------------------------------------------------
@@ -73,7 +73,7 @@ class Orchestrator:
         """Closes every position now, even while halted (an explicit operator order); returns (closed, left)."""
         async with self.trading:
             self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
-            now = self._between_cycles()
+            now = self.market_time()
             closed = 0
             for position in list(self.book.positions.values()):
                 position = await self.executor.close(position, self.cycle_n + 1, now, "flatten", "flatten", force=True)
@@ -84,7 +84,7 @@ class Orchestrator:
     async def recover(self):
         """Books what a crash or a late fill left: orders not final are followed, and a position whose orders
         never all left is settled (a spread left uneven is unwound)."""
-        now = self._between_cycles()
+        now = self.market_time()
         await self.executor.recover(self.cycle_n + 1, now)
         self.book.load()
 
@@ -109,7 +109,7 @@ class Orchestrator:
             if position is None:
                 return None
             self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
-            now = self._between_cycles()
+            now = self.market_time()
             position = await self.executor.close(position, self.cycle_n + 1, now, "forceexit", "forceexit",
                                                  force=True)
             self.book.book(position)
@@ -120,7 +120,7 @@ class Orchestrator:
         with close the part no Vigil position explained is closed at market. Returns the positions changed."""
         async with self.trading:
             self.db.put("checkpoint", None)  # trades outside a cycle: a restart before the next row reads the rows
-            now = self._between_cycles()
+            now = self.market_time()
             changed = []
             for position in self.executor.adopt(gap, list(self.book.positions.values()), self.cycle_n + 1, now):
                 position = await self.executor.protect(position, self.cycle_n + 1, now)  # a written-down stop
