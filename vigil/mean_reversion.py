@@ -35,6 +35,7 @@ def propose(ctx):
     legs = [{"venue": ctx["trade_venue"], "symbol": found["symbol"], "side": found["side"], "market": "swap"}]
     return schemas.proposal(ctx, **found, legs=legs, confidence=z / 4, max_hold_s=params["max_hold_s"])
 
+
 def quiet(candles, window, feeds, params):
     """The bars on which _overextended finds nothing: no z-score at the entry band with an RSI that confirms it.
 

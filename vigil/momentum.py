@@ -32,6 +32,7 @@ def propose(ctx):
     legs = [{"venue": ctx["trade_venue"], "symbol": found["symbol"], "side": found["side"], "market": "swap"}]
     return schemas.proposal(ctx, **found, legs=legs, confidence=strength / 5, max_hold_s=params["max_hold_s"])
 
+
 def quiet(candles, window, feeds, params):
     """The bars on which _breakout finds nothing: the close inside the range before it, a range too tall, or volume
     too thin (a rounding's worth of slack, 1e-9, on the volume mean, which numpy sums in another order)."""

@@ -137,10 +137,10 @@ SCHEMAS = {
     # for a strategy that never opens a position (a veto: it takes no share of the capital); quiet(candles, window,
     # feeds, params) -> the bars of one whole series (a bool array, or one bool for all) on which it surely proposes
     # nothing while it holds nothing, seeing the last window bars up to each and, besides candles, only the feeds
-    # named (a backtest's), and EXITS = False for one that never
-    # proposes an exit (so it is quiet whatever it holds). A backtest asks no quiet strategy, and passes bars every
-    # strategy is quiet on without decisions (a strategy without quiet() is never quiet). Add its name to
-    # [strategies] enabled, or leave enabled unset to run every strategy module there is.
+    # named (a backtest's); and EXITS = False for one that never proposes an exit (quiet whatever it holds). A
+    # backtest asks no quiet strategy, and passes bars every strategy is quiet on without decisions (a strategy
+    # without quiet() is never quiet). Add its name to [strategies] enabled, or leave enabled unset to run every
+    # strategy module there is.
     "StrategyContext": {
         "cycle": (int, None), "now": (int, None), "name": (str, None), "params": (dict, None),
         "symbols": (list, None), "venues": (list, None), "trade_venue": (str, None),
