@@ -86,3 +86,5 @@ def test_a_backtest_s_figures_over_the_file_equal_the_running_ones(monkeypatch):
                 assert (got[k] is None) == (want[k] is None), (end, k)
                 assert got[k] is None or got[k] == pytest.approx(want[k], rel=1e-9), (end, k)
     assert whole.update(schemas.feed(error="down")) == {}
+    empty = feed(BARS[:0])  # a symbol listed later than the others: no bar yet
+    assert FileTrend("binance", PARAMS, {"BTC/USDT": BARS}).update(empty) == Trend("binance", PARAMS).update(empty)

@@ -161,6 +161,9 @@ class FileTrend:
             return {}
         out = {}
         for symbol, c in (candles_feed["data"] or {}).get(self.venue, {}).items():
+            if not len(c):  # a symbol with no bar yet (listed later than the others): nothing counted
+                out[symbol] = _Running(self.n, self.short, self.long).figures()
+                continue
             full = self.data[symbol]
             run = self.runs.get(symbol)
             if run is None:
