@@ -72,6 +72,8 @@ def test_momentum_needs_volume_trend_and_a_break():
     assert "kind" not in run("momentum", c=breakout(), state="ranging")
     assert "kind" not in run("momentum", c=breakout(last_close=100.1))
     assert run("momentum", c=breakout(last_close=97.0))["side"] == "sell"
+    silent = candles(list(100 + 0.2 * np.sin(np.arange(99))) + [103.0], [0.0] * 99 + [400.0])  # an illiquid range
+    assert run("momentum", c=silent) == {"strategy": "momentum", "reason": "no breakout with volume confirmation"}
 
 
 def test_an_unknown_market_state_is_named_with_its_reason():

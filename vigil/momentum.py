@@ -34,8 +34,9 @@ def propose(ctx):
 
 
 def quiet(candles, window, feeds, params):
-    """The bars on which _breakout finds nothing: the close inside the range before it, a range too tall, or volume
-    too thin (a rounding's worth of slack, 1e-9, on the volume mean, which numpy sums in another order)."""
+    """The bars on which _breakout finds nothing: the close inside the range before it, a range too tall or without
+    volume, or volume too thin (a rounding's worth of slack, 1e-9, on the volume mean, which numpy sums in another
+    order)."""
     n, c = params["range_bars"], candles
     out = np.zeros(len(c), bool)
     if len(c) <= n:
@@ -45,7 +46,7 @@ def quiet(candles, window, feeds, params):
     volume = np.lib.stride_tricks.sliding_window_view(c[:-1, VOLUME], n).mean(axis=1)
     close = c[n:, CLOSE]
     out[n:] = (((low <= close) & (close <= high)) | ((high - low) / close * 100 > params["max_range_pct"])
-               | (c[n:, VOLUME] < params["volume_factor"] * volume * (1 - 1e-9)))
+               | (volume <= 0) | (c[n:, VOLUME] < params["volume_factor"] * volume * (1 - 1e-9)))
     return out
 
 
@@ -55,9 +56,11 @@ def _breakout(symbol, c, params):
     high, low, close = float(box[:, HIGH].max()), float(box[:, LOW].min()), float(c[-1, CLOSE])
     if low <= close <= high:  # still inside the range: most bars end here
         return None
-    height = (high - low) / close * 100
-    vol_ratio = float(c[-1, VOLUME]) / float(box[:, VOLUME].mean())
-    if height > params["max_range_pct"] or vol_ratio < params["volume_factor"]:
+    height, average = (high - low) / close * 100, float(box[:, VOLUME].mean())
+    if height > params["max_range_pct"] or average <= 0:  # a range that traded nothing confirms no volume
+        return None
+    vol_ratio = float(c[-1, VOLUME]) / average
+    if vol_ratio < params["volume_factor"]:
         return None
     side, edge = ("buy", high) if close > high else ("sell", low)
     atr = indicators.atr(c, params["atr_period"])
