@@ -350,12 +350,10 @@ class BacktestSource:
         return q
 
     def skip(self, quiet, limit):
-        """Serves the quiet bars next in the timeline, at most limit, as if cycles had ticked through them; returns
-        their close times."""
+        """Serves the quiet bars next in the timeline (the next one is), at most limit, as if cycles had ticked through
+        them; returns their close times."""
         ahead = quiet[self.i + 1:self.i + 1 + limit]
         k = len(ahead) if ahead.all() else int(ahead.argmin())
-        if not k:
-            return ahead[:0]
         closes = self.timeline[self.i + 1:self.i + 1 + k].astype(np.int64) + self.bar_ms
         self.i += k
         t = self.timeline[self.i]
