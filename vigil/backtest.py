@@ -5,7 +5,6 @@ import asyncio
 import bisect
 import concurrent.futures
 import csv
-import datetime
 import itertools
 import os
 import sys
@@ -25,14 +24,6 @@ from vigil.venues import CLIENTS
 
 QUIET_SLICE = 8192  # bars per slice of the strategies' quiet(): a few MB of temporaries
 ABSENT = schemas.feed(error="no history in this backtest")  # copied: each cycle gets feed dicts of its own
-
-
-def _day(ms):
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
-
-
-def day_ms(day):
-    return int(datetime.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
 
 
 def load(cfg, paths, symbols=None, start=None, end=None, funding=()):
@@ -76,8 +67,8 @@ def load(cfg, paths, symbols=None, start=None, end=None, funding=()):
 def _cut(cfg, data_path, data, start, end):
     """One venue's {symbol: candles} cut to [start, end), each of the configured timeframe and longer than the
     warm-up."""
-    lo = day_ms(start) if start else None
-    hi = day_ms(end) if end else None
+    lo = candle_files.day_ms(start) if start else None
+    hi = candle_files.day_ms(end) if end else None
     timeframe, history = cfg["market"]["timeframe"], cfg["market"]["history"]
     for s, c in data.items():
         found = candle_files.timeframe_of(c)
@@ -86,7 +77,7 @@ def _cut(cfg, data_path, data, start, end):
             raise ValueError(f"{data_path}: {s} holds {found or 'irregular'} candles, not {timeframe}: {fix}")
         keep = (c[:, TS] >= (lo or c[0, TS])) & (c[:, TS] < (hi or c[-1, TS] + 1))
         if keep.sum() <= history:
-            span = f"{_day(c[0, TS])} to {_day(c[-1, TS])}"
+            span = f"{candle_files.day(c[0, TS])} to {candle_files.day(c[-1, TS])}"
             raise ValueError(f"{data_path}: {s} has {int(keep.sum())} candles in the range asked (the data covers "
                              f"{span}), not more than the {history} of [market] history the warm-up takes")
         data[s] = c if keep.all() else c[keep]  # no copy of a year when all of it is asked
@@ -243,7 +234,7 @@ def text(out):
     held = "; ".join(f"{', '.join(by_symbol)} on {v}" for v, by_symbol in b["candles"].items())
     counts = "; ".join(f"{v} " + ", ".join(f"{s} {n:,}" for s, n in by_symbol.items())
                        for v, by_symbol in b["candles"].items())
-    span = (f"{_day(b['from'])} to {_day(b['to'])}, " if b["from"] is not None else "") + \
+    span = (f"{candle_files.day(b['from'])} to {candle_files.day(b['to'])}, " if b["from"] is not None else "") + \
         f"{b['timeframe']} candles of {held or 'a recorded session on ' + b['venue']}"
     history = ", ".join(f"{s} on {', '.join(venues)}" for s, venues in b["funding_history"].items())
     lines = [span, report.text(out), "",
@@ -298,7 +289,7 @@ def _trades(db, path):
                      for fill in db.fills(o["id"])]
             qty = sum(x["qty"] for x in exits)
             out.writerow([p["id"], p["strategy"], p["symbol"], p["side"], p["kind"], p["status"],
-                          _day(p["opened_at"]), _day(p["closed_at"]) if p["closed_at"] else "", f"{leg['entry']:.12g}",
+                          candle_files.day(p["opened_at"]), candle_files.day(p["closed_at"]) if p["closed_at"] else "", f"{leg['entry']:.12g}",
                           f"{sum(x['qty'] * x['price'] for x in exits) / qty:.12g}" if qty else "",
                           f"{leg['opened_qty']:.12g}", f"{p['fees']:.6f}", f"{p['funding']:.6f}",
                           f"{p['realized_pnl']:.6f}", p["close_reason"] or ""])
@@ -466,7 +457,7 @@ def _point(task):
 
 
 def sweep_text(rows, metric, split):
-    head = (f"{len(rows)} points tried; ranked by {metric} on the train period (before {_day(split)}), "
+    head = (f"{len(rows)} points tried; ranked by {metric} on the train period (before {candle_files.day(split)}), "
             "each beside its test period")
     lines = [head, f"{'#':>3} {'settings':<44}{'train ' + metric:>16}{'test ' + metric:>16}{'train n':>9}{'test n':>8}"]
     for i, r in enumerate(rows, 1):

@@ -2,6 +2,7 @@
 downloads them with ccxt into one folder per exchange and market type (paginated, rate-limited, resumable)."""
 import array
 import csv
+import datetime
 import gzip
 import io
 import itertools
@@ -183,6 +184,16 @@ def funding_files(path, symbols):
                   and symbol_of(f) in symbols)
 
 
+def day(ms):
+    """A candle time (ms) as its UTC day and minute: 2025-01-31 23:59."""
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def day_ms(text):
+    """A UTC day, YYYY-MM-DD, as the ms time of its first minute."""
+    return int(datetime.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
+
+
 def timeframe_of(candles):
     """The timeframe ('1m', '5m' ...) of a candle series by its most common step, or None if it is none of them."""
     step = int(np.median(np.diff(candles[:, TS]))) if len(candles) > 1 else 0
@@ -336,7 +347,6 @@ def _report(log, symbol, what, path, written, step):
         return 0
     have = read_file(path)
     holes = gaps(have, step)
-    day = lambda ms: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))  # noqa: E731
     where = (f"; {len(holes)} gaps in the venue's data ({sum(n for _, n in holes):,} bars, the first at "
              f"{day(holes[0][0])}), left as gaps") if holes else ""
     log(f"{symbol}: {written:,} {what} written to {path} ({len(have):,} in it, {day(have[0, TS])} to "

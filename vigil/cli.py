@@ -160,10 +160,10 @@ def _command(cfg, args):
             data, rates = backtest.load(cfg, args.data, args.symbols, args.start, args.end, args.funding)
             first = min(int(c[0, TS]) for _, _, c in backtest.series(data))
             last = max(int(c[-1, TS]) for _, _, c in backtest.series(data))
-            split = backtest.day_ms(args.split) if args.split else first + (last - first) * 7 // 10
+            split = candle_files.day_ms(args.split) if args.split else first + (last - first) * 7 // 10
             if not first < split <= last:
-                raise ValueError(f"--split {args.split}: not inside the data ({backtest._day(first)} to "
-                                 f"{backtest._day(last)})")
+                raise ValueError(f"--split {args.split}: not inside the data ({candle_files.day(first)} to "
+                                 f"{candle_files.day(last)})")
             for v, s, c in backtest.series(data):
                 for name, n in (("train", int((c[:, TS] < split).sum())), ("test", int((c[:, TS] >= split).sum()))):
                     if n <= cfg["market"]["history"]:
@@ -179,9 +179,9 @@ def _command(cfg, args):
         return 0
     if args.command == "download":
         import ccxt
-        from vigil import backtest, candle_files
+        from vigil import candle_files
         try:
-            since, until = backtest.day_ms(args.start), backtest.day_ms(args.end) if args.end else 2**62
+            since, until = candle_files.day_ms(args.start), candle_files.day_ms(args.end) if args.end else 2**62
             ex = candle_files.client(args.exchange, args.market, args.url)
         except ValueError as e:
             raise UsageError(f"download: {e}") from None
