@@ -198,11 +198,12 @@ class FileTrend:
         total = p + m
         with np.errstate(divide="ignore", invalid="ignore"):
             dx = np.where(total > 0, 100 * np.abs(p - m) / total, np.where(np.isnan(total), np.nan, 0.0))
-        adx = np.full(len(dx), np.nan)
         if last[3] is not None:
             adx = indicators.wilder_series(dx, n, last[3])
-        elif len(dx) >= n:  # the first slice: DX starts at the n-th bar, ADX at the (2n - 1)-th
-            adx[n - 1:] = indicators.wilder_series(dx[n - 1:], n)
+        else:  # the first slice: DX starts at the n-th bar, ADX at the (2n - 1)-th
+            adx = np.full(len(dx), np.nan)
+            if len(dx) >= n:
+                adx[n - 1:] = indicators.wilder_series(dx[n - 1:], n)
         vols = []
         for w in (self.short, self.long):
             vol = np.full(hi - lo, np.nan)
